@@ -1,0 +1,174 @@
+"""Fixtures every test can use: the real broker, the real PostgreSQL, isolated per test.
+
+Where they come from, in order: `CRM_TEST_AMQP_URL` / `CRM_TEST_POSTGRES_URL`; a
+testcontainers container when a Docker engine answers; the local defaults
+(RabbitMQ on 127.0.0.1:5672, PostgreSQL on 127.0.0.1:5432). With `CI=true` a
+missing broker or database fails the run; elsewhere the tests needing it skip.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit
+
+import pika
+import pytest
+import sqlalchemy as sa
+
+from shared.config import Settings, load_settings
+
+LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
+LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+RUN_ID = uuid.uuid4().hex[:8]
+_counter = itertools.count()
+
+
+def _reachable(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), 2):
+            return True
+    except OSError:
+        return False
+
+
+def _docker_available() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+        return True
+    except Exception:
+        return False
+
+
+def _missing(what: str, url: str) -> None:
+    message = f"{what} is not reachable at {url}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message}; CI needs it (never skipped)", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> Iterator[str]:
+    url = os.environ.get("CRM_TEST_AMQP_URL")
+    if not url and not _reachable(LOCAL_AMQP) and _docker_available():
+        from testcontainers.rabbitmq import RabbitMqContainer
+
+        with RabbitMqContainer("rabbitmq:3.13-management") as container:
+            params = container.get_connection_params()
+            yield f"amqp://guest:guest@{params.host}:{params.port}/%2F"
+            return
+    url = url or LOCAL_AMQP
+    if not _reachable(url):
+        _missing("RabbitMQ", url)
+    yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    url = os.environ.get("CRM_TEST_POSTGRES_URL")
+    if not url and not _reachable(LOCAL_POSTGRES) and _docker_available():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver="psycopg") as container:
+            yield container.get_connection_url()
+            return
+    url = url or LOCAL_POSTGRES
+    if not _reachable(url):
+        _missing("PostgreSQL", url)
+    yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_run_url(postgres_server_url: str) -> Iterator[str]:
+    """A database of this test run's own, dropped at the end."""
+    server = sa.make_url(postgres_server_url).set(drivername="postgresql+psycopg")
+    name = f"crm_test_{RUN_ID}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield server.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_run_url: str) -> Iterator[str]:
+    """A schema of this test's own inside the run's database."""
+    schema = f"t{next(_counter)}_{uuid.uuid4().hex[:6]}"
+    engine = sa.create_engine(postgres_run_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = sa.make_url(postgres_run_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    yield url.render_as_string(hide_password=False)
+    with engine.connect() as connection:
+        connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """Each test using this runs twice: on a SQLite file and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'service.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def delete_broker_names(amqp_url: str, prefix: str) -> None:
+    """Delete the queues and exchanges a test made under its prefix."""
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        channel = connection.channel()
+        for queue in _queues_with_prefix(prefix):
+            channel.queue_delete(queue)
+        for exchange in (f"{prefix}crm.events", f"{prefix}crm.dlx"):
+            channel.exchange_delete(exchange)
+    finally:
+        connection.close()
+
+
+_declared: dict[str, set[str]] = {}
+
+
+def remember_queue(prefix: str, queue: str) -> None:
+    _declared.setdefault(prefix, set()).add(queue)
+
+
+def _queues_with_prefix(prefix: str) -> set[str]:
+    return _declared.pop(prefix, set())
+
+
+@pytest.fixture
+def amqp_prefix(amqp_url: str) -> Iterator[str]:
+    """Exchange and queue names of this test's own on the shared broker."""
+    prefix = f"test-{RUN_ID}-{next(_counter)}."
+    yield prefix
+    delete_broker_names(amqp_url, prefix)
+
+
+@pytest.fixture
+def make_settings(tmp_path, amqp_url: str, amqp_prefix: str) -> Callable[..., Settings]:
+    """Settings for a service under test: its own broker names, a temporary data dir."""
+
+    def factory(service: str, **overrides) -> Settings:
+        base = load_settings(service, environ={"CRM_DATA_DIR": str(tmp_path)})
+        settings = base.with_overrides(
+            amqp_url=amqp_url,
+            amqp_prefix=amqp_prefix,
+            retry_delays=(0.2, 0.5),
+            relay_idle_seconds=0.05,
+            **overrides,
+        )
+        for suffix in ("", ".dlq"):
+            remember_queue(amqp_prefix, settings.queue + suffix)
+        for delay in settings.retry_delays:
+            remember_queue(amqp_prefix, f"{settings.queue}.retry.{int(delay * 1000)}ms")
+        return settings
+
+    return factory

@@ -1,0 +1,26 @@
+"""gunicorn settings for every service's api process (read from the environment)."""
+
+import multiprocessing
+import os
+import tempfile
+
+# Metrics from every worker process, summed at /metrics (prometheus_client's multiprocess
+# mode). Set before prometheus_client is first imported: it picks its mode at import.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="crm-metrics-"))
+
+# Workers from the CPU count unless told; each makes its own engine in create_app().
+workers = int(os.environ.get("GUNICORN_WORKERS", min(2 * multiprocessing.cpu_count() + 1, 8)))
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+keepalive = 5
+preload_app = False  # never share connections across forks
+accesslog = None  # the app logs each request as a JSON line with its request id
+errorlog = "-"
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "warning")
+
+
+def child_exit(_server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

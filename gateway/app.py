@@ -1,0 +1,61 @@
+"""Wires the gateway: settings, database, shared conventions, auth, its API and the proxy.
+
+Run it with `gunicorn 'gateway.app:create_app()'`; create the first admin with
+`flask --app gateway.app bootstrap-admin` (or call `bootstrap_admin` from the run command).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from argon2 import PasswordHasher
+from flask import Flask
+
+from gateway.api import api
+from gateway.domain import bootstrap_admin
+from gateway.models import Base
+from gateway.proxy import init_proxy
+from shared.auth import protect
+from shared.config import Settings, load_settings
+from shared.db import Database
+from shared.web import init_app
+
+PUBLIC_PREFIXES = ("/api/v1/auth/",)
+_SETTINGS_FIELDS = {field.name for field in dataclasses.fields(Settings)}
+# Keys of test_config that steer create_app itself rather than Settings or Flask.
+_OPTIONS = ("create_tables", "password_hasher")
+
+__all__ = ["bootstrap_admin", "create_app"]
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the gateway's Flask app; nothing is made at import time (gunicorn forks)."""
+    config = dict(test_config or {})
+    settings = load_settings("gateway")
+    overrides = {key: value for key, value in config.items() if key in _SETTINGS_FIELDS}
+    settings = settings.with_overrides(**overrides)
+
+    app = Flask(__name__, static_folder=None)
+    app.config.update(
+        {k: v for k, v in config.items() if k not in _SETTINGS_FIELDS and k not in _OPTIONS}
+    )
+    db = Database("gateway", settings.database_url, Base.metadata)
+    if config.get("create_tables"):
+        db.create_all()
+    hasher = config.get("password_hasher") or PasswordHasher()
+    app.extensions["gateway.hasher"] = hasher
+
+    init_app(app, settings, db)
+    protect(app, settings, public_prefixes=PUBLIC_PREFIXES)
+    app.register_blueprint(api)
+    init_proxy(app)
+    _register_commands(app, db, settings, hasher)
+    return app
+
+
+def _register_commands(app: Flask, db: Database, settings: Settings, hasher: Any) -> None:
+    @app.cli.command("bootstrap-admin")
+    def bootstrap_admin_command() -> None:
+        """Create the admin of CRM_ADMIN_EMAIL / CRM_ADMIN_PASSWORD if missing."""
+        bootstrap_admin(db, settings, hasher)

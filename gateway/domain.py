@@ -1,0 +1,158 @@
+"""The rules about users: signing in, creating, changing and removing them.
+
+Plain functions that take a session (and the password hasher) and return records, so the
+HTTP routes, the CLI and the tests all go through the same rules.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from functools import lru_cache
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from gateway.models import User, email_key
+from shared.config import DEV_JWT_SECRET, Settings
+from shared.db import Database
+from shared.events import utcnow
+from shared.web import ApiError, conflict, not_found
+
+log = logging.getLogger(__name__)
+
+BAD_CREDENTIALS = "The email or password is not correct"
+
+
+@lru_cache(maxsize=8)
+def _dummy_hash(hasher: PasswordHasher) -> str:
+    return hasher.hash("not-a-real-password")
+
+
+def _password_matches(hasher: PasswordHasher, stored_hash: str, password: str) -> bool:
+    try:
+        return hasher.verify(stored_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def authenticate(session: Session, hasher: PasswordHasher, email: str, password: str) -> User:
+    """The active user with these credentials, else 401 (one message for every failure)."""
+    user = find_user_by_email(session, email)
+    if user is None:
+        # Hash anyway, so an unknown email takes as long as a wrong password.
+        _password_matches(hasher, _dummy_hash(hasher), password)
+        raise _bad_credentials()
+    if not _password_matches(hasher, user.password_hash, password) or not user.active:
+        raise _bad_credentials()
+    if hasher.check_needs_rehash(user.password_hash):
+        user.password_hash = hasher.hash(password)
+    return user
+
+
+def _bad_credentials() -> ApiError:
+    return ApiError(401, "Unauthorized", BAD_CREDENTIALS, headers={"WWW-Authenticate": "Bearer"})
+
+
+def find_user_by_email(session: Session, email: str) -> User | None:
+    return session.scalars(select(User).where(User.email_key == email_key(email))).first()
+
+
+def get_user(session: Session, user_id: str) -> User:
+    """The user with this id, else 404."""
+    user = session.get(User, user_id)
+    if user is None:
+        raise not_found("User", user_id)
+    return user
+
+
+def create_user(session: Session, hasher: PasswordHasher, fields: dict[str, Any]) -> User:
+    """Add a user; 409 if the email is taken (in any letter case)."""
+    if find_user_by_email(session, fields["email"]) is not None:
+        raise duplicate_email(fields["email"])
+    now = utcnow()
+    user = User(
+        id=str(uuid.uuid4()),
+        email=fields["email"].strip(),
+        email_key=email_key(fields["email"]),
+        name=fields.get("name", ""),
+        role=fields["role"],
+        active=fields.get("active", True),
+        password_hash=hasher.hash(fields["password"]),
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def duplicate_email(email: str) -> ApiError:
+    return conflict(
+        f"A user with the email {email} already exists",
+        {"email": ["A user with this email already exists."]},
+    )
+
+
+def update_user(
+    session: Session, hasher: PasswordHasher, user_id: str, changes: dict[str, Any]
+) -> User:
+    """Change name, role, active or password; the last active admin stays an active admin."""
+    user = get_user(session, user_id)
+    stays_admin = changes.get("role", user.role) == "admin" and changes.get("active", user.active)
+    if user.role == "admin" and user.active and not stays_admin:
+        _keep_one_admin(session, user)
+    for name in ("name", "role", "active"):
+        if name in changes:
+            setattr(user, name, changes[name])
+    if "password" in changes:
+        user.password_hash = hasher.hash(changes["password"])
+    user.updated_at = utcnow()
+    session.flush()
+    return user
+
+
+def delete_user(session: Session, user_id: str) -> None:
+    """Remove a user for good; the last active admin cannot be removed."""
+    user = get_user(session, user_id)
+    if user.role == "admin" and user.active:
+        _keep_one_admin(session, user)
+    session.delete(user)
+    session.flush()
+
+
+def _keep_one_admin(session: Session, user: User) -> None:
+    others = session.scalar(
+        select(func.count())
+        .select_from(User)
+        .where(User.role == "admin", User.active.is_(True), User.id != user.id)
+    )
+    if not others:
+        raise conflict("The last active admin cannot be demoted, deactivated or removed")
+
+
+def bootstrap_admin(
+    db: Database, settings: Settings, hasher: PasswordHasher | None = None
+) -> User | None:
+    """Create the admin of settings.admin_email unless a user with that email exists.
+
+    The bootstrap admin is the one user whose password may be shorter than the minimum
+    (the development default is "admin"). Safe to run from several processes at once.
+    """
+    hasher = hasher or PasswordHasher()
+    fields = {"email": settings.admin_email, "role": "admin", "password": settings.admin_password}
+    try:
+        with db.session() as session:
+            if find_user_by_email(session, settings.admin_email) is not None:
+                return None
+            user = create_user(session, hasher, {**fields, "name": "Administrator"})
+    except (IntegrityError, ApiError):
+        return None  # another process made it first
+    log.info("created the admin user %s", settings.admin_email)
+    if settings.admin_password == "admin" or settings.jwt_secret == DEV_JWT_SECRET:
+        log.warning("development defaults in use: set CRM_ADMIN_PASSWORD and CRM_JWT_SECRET")
+    return user

@@ -1,0 +1,213 @@
+"""Forwarding of `/api/v1/...` to the service that owns the resource.
+
+The caller's token was already verified (shared.auth.protect); here the request goes on
+with its method, path, query, headers and body streamed, and the answer comes back
+streamed too, so a large CSV export never sits in the gateway's memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from flask import Blueprint, Flask, Response, g, request
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import HTTPError as Urllib3Error
+from werkzeug.datastructures import Headers
+
+from shared.web import REQUEST_ID_HEADER, ApiError, current_settings
+
+log = logging.getLogger(__name__)
+
+# Path prefix -> the service that owns it. A new service adds one line here.
+ROUTES: dict[str, str] = {
+    "/api/v1/contacts": "contacts",
+    "/api/v1/companies": "contacts",
+    "/api/v1/custom-fields": "contacts",
+    "/api/v1/tags": "contacts",
+}
+
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# Uploads and downloads of whole tables may pause longer between bytes than a normal call.
+LONG_RUNNING_SUFFIXES = ("/import", "/export")
+LONG_READ_TIMEOUT_SECONDS = 300.0
+CHUNK_BYTES = 64 * 1024
+# RFC 9110 hop-by-hop headers: they describe one connection, never the next one.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", REQUEST_ID_HEADER.lower()}
+NOT_RETURNED = HOP_BY_HOP | {"server", "date", REQUEST_ID_HEADER.lower()}
+HTTP_SESSION = "gateway.http"
+
+
+def make_http_session(pool_size: int = 32) -> requests.Session:
+    """A pooled HTTP client for the calls to the services (one per app instance)."""
+    session = requests.Session()
+    # No proxies or .netrc from the environment: a .netrc would replace the caller's token.
+    session.trust_env = False
+    session.headers.clear()
+    adapter = HTTPAdapter(pool_connections=len(set(ROUTES.values())) + 4, pool_maxsize=pool_size)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _skipped_by_connection(headers: Any) -> set[str]:
+    listed = headers.get("Connection", "")
+    return {name.strip().lower() for name in listed.split(",") if name.strip()}
+
+
+def upstream_headers() -> dict[str, str]:
+    """The caller's end-to-end headers, plus the request id and X-Forwarded-*."""
+    skip = NOT_FORWARDED | _skipped_by_connection(request.headers)
+    headers = {name: value for name, value in request.headers if name.lower() not in skip}
+    headers[REQUEST_ID_HEADER] = g.request_id
+    forwarded_for = request.headers.get("X-Forwarded-For")
+    client = request.remote_addr or "unknown"
+    headers["X-Forwarded-For"] = f"{forwarded_for}, {client}" if forwarded_for else client
+    headers.setdefault("X-Forwarded-Proto", request.scheme)
+    headers.setdefault("X-Forwarded-Host", request.host)
+    return headers
+
+
+def upstream_url(base_url: str) -> str:
+    path = quote(request.path, safe="/:@!$&'()*+,;=")
+    query = request.query_string.decode("latin-1")
+    return f"{base_url.rstrip('/')}{path}" + (f"?{query}" if query else "")
+
+
+class _RequestBody:
+    """The caller's body as a stream of known length, so it goes upstream unbuffered."""
+
+    def __init__(self, stream: Any, length: int) -> None:
+        self._stream = stream
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, size: int = -1) -> bytes:
+        return self._stream.read(size)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return _chunked_body(self._stream)
+
+
+def _chunked_body(stream: Any) -> Iterator[bytes]:
+    while chunk := stream.read(CHUNK_BYTES):
+        yield chunk
+
+
+def request_body() -> Any:
+    """What to send upstream: nothing, a stream of known length, or chunks."""
+    length = request.content_length
+    if length is not None:
+        return _RequestBody(request.stream, length) if length else None
+    if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        return _chunked_body(request.stream)
+    return None
+
+
+def timeouts(connect_seconds: float) -> tuple[float, float]:
+    """(connect, read) timeouts; imports and exports may read for longer."""
+    if request.path.rstrip("/").endswith(LONG_RUNNING_SUFFIXES):
+        return connect_seconds, max(connect_seconds, LONG_READ_TIMEOUT_SECONDS)
+    return connect_seconds, connect_seconds
+
+
+def unavailable(service: str) -> ApiError:
+    return ApiError(503, "Service Unavailable", f"The {service} service is unavailable")
+
+
+def call_service(http: requests.Session, service: str) -> requests.Response:
+    """Send the current request to a service; 503 if it is down, 504 if it is too slow."""
+    settings = current_settings()
+    base_url = settings.service_urls.get(service)
+    if not base_url:
+        log.error("no URL is configured for the %s service", service)
+        raise unavailable(service)
+    try:
+        return http.request(
+            request.method,
+            upstream_url(base_url),
+            headers=upstream_headers(),
+            data=request_body(),
+            stream=True,
+            allow_redirects=False,
+            timeout=timeouts(settings.http_timeout_seconds),
+        )
+    except requests.Timeout:
+        log.warning("the %s service timed out on %s %s", service, request.method, request.path)
+        raise ApiError(
+            504, "Gateway Timeout", f"The {service} service did not answer in time"
+        ) from None
+    except requests.ConnectionError as error:
+        log.warning("the %s service is unreachable: %s", service, type(error).__name__)
+        raise unavailable(service) from None
+    except requests.RequestException as error:
+        log.warning("the call to the %s service failed: %s", service, type(error).__name__)
+        raise ApiError(502, "Bad Gateway", f"The {service} service gave no valid answer") from None
+
+
+def _stream_back(upstream: requests.Response, service: str) -> Iterator[bytes]:
+    try:
+        # Raw bytes: a compressed answer stays compressed, matching its Content-Encoding.
+        yield from upstream.raw.stream(CHUNK_BYTES, decode_content=False)
+    except (Urllib3Error, OSError) as error:
+        # Headers are gone already; all that is left is to cut the answer short.
+        log.warning("the %s service broke off its answer: %s", service, type(error).__name__)
+    finally:
+        upstream.close()
+
+
+def relay_response(upstream: requests.Response, service: str) -> Response:
+    """The service's answer as the gateway's: status, end-to-end headers, streamed body."""
+    skip = NOT_RETURNED | _skipped_by_connection(upstream.headers)
+    headers = Headers()
+    for name, value in upstream.raw.headers.items():
+        if name.lower() not in skip:
+            headers.add(name, value)
+    response = Response(_stream_back(upstream, service), status=upstream.status_code)
+    response.headers = headers
+    response.call_on_close(upstream.close)
+    return response
+
+
+def _forwarder(http: requests.Session, service: str) -> Callable[..., Response]:
+    def forward(rest: str = "") -> Response:
+        return relay_response(call_service(http, service), service)
+
+    return forward
+
+
+def proxy_blueprint(http: requests.Session) -> Blueprint:
+    """Routes that forward every path under ROUTES' prefixes to its service."""
+    bp = Blueprint("proxy", __name__)
+    for prefix, service in ROUTES.items():
+        view = _forwarder(http, service)
+        endpoint = "forward_" + prefix.rsplit("/", 1)[-1].replace("-", "_")
+        bp.add_url_rule(prefix, endpoint, view, methods=METHODS)
+        bp.add_url_rule(f"{prefix}/<path:rest>", f"{endpoint}_rest", view, methods=METHODS)
+    return bp
+
+
+def init_proxy(app: Flask) -> None:
+    """Give the app its pooled HTTP client and the forwarding routes."""
+    http = make_http_session()
+    app.extensions[HTTP_SESSION] = http
+    app.register_blueprint(proxy_blueprint(http))

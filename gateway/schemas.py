@@ -1,0 +1,86 @@
+"""Validation of what clients send the gateway, and the shape of what it answers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from marshmallow import RAISE, Schema, fields, validate
+
+from shared.auth import ROLES
+from shared.events import isoformat
+
+MIN_PASSWORD_LENGTH = 8
+# argon2 hashes any length, but hashing megabytes on every sign-in is a cheap denial of service.
+MAX_PASSWORD_LENGTH = 1024
+
+_password = validate.Length(min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH)
+_name = validate.Length(max=200)
+_role = validate.OneOf(ROLES)
+
+
+class UtcTimestamp(fields.Field):
+    """A datetime written as ISO 8601 UTC with a Z."""
+
+    def _serialize(self, value: datetime | None, attr: Any, obj: Any, **kwargs: Any) -> Any:
+        return None if value is None else isoformat(value)
+
+
+class TokenRequestSchema(Schema):
+    """`POST /auth/token`: the credentials."""
+
+    class Meta:
+        unknown = RAISE
+
+    email = fields.String(required=True, validate=validate.Length(min=1, max=320))
+    password = fields.String(
+        required=True, validate=validate.Length(min=1, max=MAX_PASSWORD_LENGTH)
+    )
+
+
+class UserCreateSchema(Schema):
+    """`POST /users`: a new user; the password is write only."""
+
+    class Meta:
+        unknown = RAISE
+
+    email = fields.Email(required=True, validate=validate.Length(max=320))
+    name = fields.String(load_default="", validate=_name)
+    role = fields.String(required=True, validate=_role)
+    active = fields.Boolean(load_default=True)
+    password = fields.String(required=True, load_only=True, validate=_password)
+
+
+class UserUpdateSchema(Schema):
+    """`PATCH /users/{id}`: any of name, role, active, password."""
+
+    class Meta:
+        unknown = RAISE
+
+    name = fields.String(validate=_name)
+    role = fields.String(validate=_role)
+    active = fields.Boolean()
+    password = fields.String(load_only=True, validate=_password)
+
+
+class UserListQuerySchema(Schema):
+    """Filters of `GET /users` (paging and sorting are read by shared.pagination)."""
+
+    class Meta:
+        unknown = RAISE
+
+    role = fields.String(validate=_role)
+    active = fields.Boolean()
+    q = fields.String(validate=validate.Length(max=200))
+
+
+class UserSchema(Schema):
+    """A user as the API shows it (never the password or its hash)."""
+
+    id = fields.String()
+    email = fields.String()
+    name = fields.String()
+    role = fields.String()
+    active = fields.Boolean()
+    created_at = UtcTimestamp()
+    updated_at = UtcTimestamp()

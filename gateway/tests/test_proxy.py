@@ -1,0 +1,295 @@
+"""Forwarding to the services, against a real HTTP upstream on a local port."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from flask import Flask, Response, jsonify, request
+from werkzeug.serving import make_server
+
+from gateway.app import create_app
+from gateway.proxy import ROUTES
+from gateway.tests.conftest import bearer, close_app, gateway_config
+from shared.auth import Principal, issue_token
+
+EXPORT_CHUNK = b"id,first_name,last_name,email\n" + b"x" * (64 * 1024 - 30)
+EXPORT_CHUNKS = 128  # 8 MiB
+
+
+@dataclass
+class Upstream:
+    """A stand-in contacts service: it echoes what it got and remembers every call."""
+
+    url: str = ""
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    first_chunk_read: threading.Event = field(default_factory=threading.Event)
+    export_waited_in_vain: bool = False
+
+
+def _upstream_app(state: Upstream) -> Flask:
+    app = Flask("upstream")
+
+    @app.get("/api/v1/contacts/export")
+    def export() -> Response:
+        def rows() -> Iterator[bytes]:
+            yield EXPORT_CHUNK
+            # Streaming means the client holds the first chunk before the last is made.
+            state.export_waited_in_vain = not state.first_chunk_read.wait(5)
+            for _ in range(EXPORT_CHUNKS - 1):
+                yield EXPORT_CHUNK
+
+        headers = {"Content-Disposition": 'attachment; filename="contacts.csv"'}
+        return Response(rows(), mimetype="text/csv", headers=headers)
+
+    @app.get("/api/v1/contacts/slow")
+    def slow() -> Response:
+        time.sleep(1.5)
+        return jsonify({})
+
+    @app.route("/<path:path>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
+    def echo(path: str) -> Response:
+        body = request.get_data()
+        call = {
+            "method": request.method,
+            "path": request.path,
+            "query": request.query_string.decode(),
+            "headers": dict(request.headers),
+            "body_sha256": hashlib.sha256(body).hexdigest(),
+            "body": body.decode() if len(body) < 4096 else None,
+        }
+        state.calls.append(call)
+        response = jsonify(call)
+        response.status_code = int(request.headers.get("X-Echo-Status", "200"))
+        if request.method == "POST":
+            response.status_code = 201
+            response.headers["Location"] = "/api/v1/contacts/c-1"
+        response.headers["ETag"] = '"v7"'
+        if response.status_code in (429, 503):
+            response.headers["Retry-After"] = "3"
+        return response
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[Upstream]:
+    state = Upstream()
+    server = make_server("127.0.0.1", 0, _upstream_app(state), threaded=True)
+    state.url = f"http://127.0.0.1:{server.server_port}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def _gateway(tmp_path, contacts_url: str, **overrides: Any) -> Flask:
+    config = gateway_config(
+        f"sqlite:///{tmp_path / 'gateway.db'}", service_urls={"contacts": contacts_url}
+    )
+    return create_app({**config, **overrides})
+
+
+@pytest.fixture
+def gateway(tmp_path, upstream: Upstream) -> Iterator[Flask]:
+    upstream.calls.clear()
+    app = _gateway(tmp_path, upstream.url)
+    yield app
+    close_app(app)
+
+
+@pytest.fixture
+def client(gateway: Flask):
+    return gateway.test_client()
+
+
+def token_for(app: Flask, role: str) -> dict[str, str]:
+    principal = Principal(f"{role}-id", role, f"{role}@example.com")
+    return bearer(issue_token(app.extensions["crm.settings"], principal))
+
+
+def test_the_route_table_sends_contacts_paths_to_the_contacts_service():
+    for prefix in (
+        "/api/v1/contacts",
+        "/api/v1/companies",
+        "/api/v1/custom-fields",
+        "/api/v1/tags",
+    ):
+        assert ROUTES[prefix] == "contacts"
+
+
+def test_a_write_is_forwarded_with_method_path_query_body_and_headers(client, gateway, upstream):
+    headers = {**token_for(gateway, "sales"), "X-Request-ID": "req-42"}
+
+    response = client.post(
+        "/api/v1/contacts/a%20b/notes?x=1&tag=a&tag=b&q=caf%C3%A9",
+        json={"body": "Called, left a message"},
+        headers=headers,
+    )
+
+    assert response.status_code == 201
+    assert response.headers["Location"] == "/api/v1/contacts/c-1"
+    assert response.headers["ETag"] == '"v7"'
+    assert response.headers["X-Request-ID"] == "req-42"
+    seen = response.get_json()
+    assert seen["method"] == "POST"
+    assert seen["path"] == "/api/v1/contacts/a b/notes"
+    assert seen["query"] == "x=1&tag=a&tag=b&q=caf%C3%A9"
+    assert seen["body"] == '{"body": "Called, left a message"}'
+    assert seen["headers"]["Authorization"] == headers["Authorization"]
+    assert seen["headers"]["X-Request-Id"] == "req-42"
+    assert seen["headers"]["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize("method", ["GET", "PATCH", "PUT", "DELETE"])
+def test_every_method_and_every_routed_prefix_is_forwarded(client, gateway, method):
+    for prefix in ROUTES:
+        response = client.open(f"{prefix}/x1", method=method, headers=token_for(gateway, "admin"))
+
+        assert response.status_code == 200
+        assert response.get_json()["method"] == method
+        assert response.get_json()["path"] == f"{prefix}/x1"
+
+
+def test_a_request_id_is_made_and_sent_upstream_when_the_client_has_none(client, gateway):
+    response = client.get("/api/v1/tags", headers=token_for(gateway, "viewer"))
+
+    sent = response.get_json()["headers"]["X-Request-Id"]
+    assert sent and response.headers["X-Request-ID"] == sent
+
+
+def test_hop_by_hop_headers_are_not_forwarded(client, gateway):
+    headers = {**token_for(gateway, "sales"), "Connection": "close, X-Hop", "X-Hop": "secret"}
+
+    seen = client.get("/api/v1/contacts", headers=headers).get_json()["headers"]
+
+    assert "X-Hop" not in seen and seen.get("Connection") != "close, X-Hop"
+    assert "X-Forwarded-For" in seen
+
+
+def test_the_upstream_status_and_retry_after_pass_through(client, gateway):
+    headers = {**token_for(gateway, "sales"), "X-Echo-Status": "429"}
+
+    response = client.get("/api/v1/companies", headers=headers)
+
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "3"
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer not-a-token"}])
+def test_without_a_valid_token_the_upstream_is_not_called(client, upstream, headers):
+    response = client.get("/api/v1/contacts", headers=headers)
+
+    assert response.status_code == 401
+    assert response.mimetype == "application/problem+json"
+    assert upstream.calls == []
+
+
+def test_a_viewer_may_read_but_not_write(client, gateway, upstream):
+    viewer = token_for(gateway, "viewer")
+
+    assert client.get("/api/v1/contacts", headers=viewer).status_code == 200
+    for method in ("POST", "PATCH", "PUT", "DELETE"):
+        response = client.open("/api/v1/contacts/c-1", method=method, json={}, headers=viewer)
+        assert response.status_code == 403
+    assert [call["method"] for call in upstream.calls] == ["GET"]
+
+
+def test_a_large_upload_is_forwarded_intact(client, gateway):
+    body = b"first_name,email\n" + b"Ann,ann@example.com\n" * 200_000
+
+    response = client.post(
+        "/api/v1/contacts/import",
+        data=body,
+        content_type="text/csv",
+        headers=token_for(gateway, "sales"),
+    )
+
+    assert response.status_code == 201
+    assert response.get_json()["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_a_large_export_is_streamed_back(client, gateway, upstream):
+    upstream.first_chunk_read.clear()
+
+    response = client.get(
+        "/api/v1/contacts/export", headers=token_for(gateway, "viewer"), buffered=False
+    )
+    digest, size = hashlib.sha256(), 0
+    for chunk in response.response:
+        upstream.first_chunk_read.set()
+        digest.update(chunk)
+        size += len(chunk)
+    response.close()
+
+    assert response.status_code == 200
+    assert response.mimetype == "text/csv"
+    assert response.headers["Content-Disposition"] == 'attachment; filename="contacts.csv"'
+    assert "Transfer-Encoding" not in response.headers
+    assert size == len(EXPORT_CHUNK) * EXPORT_CHUNKS
+    assert digest.hexdigest() == hashlib.sha256(EXPORT_CHUNK * EXPORT_CHUNKS).hexdigest()
+    assert not upstream.export_waited_in_vain
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_service_that_is_down_is_503_naming_it(tmp_path):
+    app = _gateway(tmp_path, f"http://127.0.0.1:{_closed_port()}")
+    try:
+        response = app.test_client().get("/api/v1/contacts", headers=token_for(app, "sales"))
+    finally:
+        close_app(app)
+
+    assert response.status_code == 503
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json()
+    assert body["title"] == "Service Unavailable"
+    assert body["detail"] == "The contacts service is unavailable"
+
+
+def test_a_service_that_is_too_slow_is_504(tmp_path, upstream):
+    app = _gateway(tmp_path, upstream.url, http_timeout_seconds=0.3)
+    try:
+        started = time.monotonic()
+        response = app.test_client().get("/api/v1/contacts/slow", headers=token_for(app, "sales"))
+        elapsed = time.monotonic() - started
+    finally:
+        close_app(app)
+
+    assert response.status_code == 504
+    assert response.mimetype == "application/problem+json"
+    assert "contacts" in response.get_json()["detail"]
+    assert elapsed < 1.4
+
+
+def test_paths_outside_the_route_table_are_not_forwarded(client, gateway, upstream):
+    response = client.get("/api/v1/contacts-old", headers=token_for(gateway, "admin"))
+
+    assert response.status_code == 404
+    assert upstream.calls == []
+
+
+def test_an_oversize_body_is_413_before_the_upstream_is_called(tmp_path, upstream):
+    upstream.calls.clear()
+    app = _gateway(tmp_path, upstream.url, max_body_bytes=1024)
+    try:
+        response = app.test_client().post(
+            "/api/v1/contacts", data=b"x" * 4096, headers=token_for(app, "sales")
+        )
+    finally:
+        close_app(app)
+
+    assert response.status_code == 413
+    assert response.mimetype == "application/problem+json"
+    assert upstream.calls == []

@@ -1,0 +1,240 @@
+"""The contacts HTTP API: contacts, search, batches, merge, subject export and erasure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.contacts import domain, privacy
+from services.contacts.models import Contact
+from services.contacts.queries import (
+    CONTACT_SORTS,
+    SEARCH_FIELDS,
+    custom_field,
+    list_statement,
+    text_condition,
+)
+from services.contacts.schemas import (
+    BatchInputsSchema,
+    BatchReadSchema,
+    ContactInSchema,
+    MergeSchema,
+    SearchSchema,
+    contact_view,
+)
+from shared.auth import current_principal
+from shared.idempotency import idempotent
+from shared.pagination import list_params, page_answer, paginate, parse_sort
+from shared.search import search_condition
+from shared.web import (
+    ApiError,
+    created,
+    current_db,
+    load_body,
+    load_or_422,
+    no_content,
+)
+
+contacts_api = Blueprint("contacts", __name__, url_prefix="/api/v1/contacts")
+
+contact_in = ContactInSchema()
+
+
+def expected_version() -> int | None:
+    """The version an `If-Match: "3"` header expects, if one was sent."""
+    header = request.headers.get("If-Match")
+    if header is None or header.strip() == "*":
+        return None
+    tag = header.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise ApiError(400, "Bad Request", 'If-Match must be an ETag such as "3"')
+    return int(tag)
+
+
+def with_etag(body: dict[str, Any], status: int = 200) -> Response:
+    response = jsonify(body)
+    response.status_code = status
+    response.headers["ETag"] = f'"{body["version"]}"'
+    return response
+
+
+def actor_id() -> str:
+    return current_principal().subject
+
+
+@contacts_api.get("")
+def list_contacts() -> Any:
+    limit, cursor = list_params()
+    sort = parse_sort(request.args.get("sort"), CONTACT_SORTS, "-created_at")
+    with current_db().session() as session:
+        statement = list_statement(request.args)
+        rows, next_cursor = paginate(
+            session, statement, sort, Contact.id, limit=limit, cursor=cursor
+        )
+        return page_answer([contact_view(c) for c in rows], next_cursor)
+
+
+@contacts_api.post("")
+@idempotent
+def create_contact() -> Any:
+    data = load_body(contact_in)
+    with current_db().session() as session:
+        contact = domain.create_contact(session, data, actor_id())
+        body = contact_view(contact)
+    response = created(body, f"/api/v1/contacts/{body['id']}")
+    response.headers["ETag"] = f'"{body["version"]}"'
+    return response
+
+
+@contacts_api.get("/<uuid:contact_id>")
+def get_contact(contact_id: Any) -> Any:
+    with current_db().session() as session:
+        return with_etag(contact_view(domain.get_contact(session, str(contact_id))))
+
+
+@contacts_api.patch("/<uuid:contact_id>")
+def update_contact(contact_id: Any) -> Any:
+    changes = load_body(contact_in, partial=True)
+    if "id" in changes:
+        raise ApiError(422, "Unprocessable Entity", errors={"id": ["The id cannot change."]})
+    with current_db().session() as session:
+        contact = domain.get_contact(session, str(contact_id), for_update=True)
+        domain.update_contact(session, contact, changes, expected_version=expected_version())
+        body = contact_view(contact)
+    return with_etag(body)
+
+
+@contacts_api.delete("/<uuid:contact_id>")
+def delete_contact(contact_id: Any) -> Any:
+    erase = request.args.get("erase", "false").lower()
+    if erase not in ("true", "false"):
+        raise ApiError(422, "Unprocessable Entity", errors={"erase": ["Use true or false."]})
+    with current_db().session() as session:
+        contact = domain.get_contact(session, str(contact_id), for_update=True)
+        domain.check_version(contact.version, expected_version())
+        if erase == "true":
+            privacy.erase_contact(session, contact)
+        else:
+            domain.delete_contact(session, contact)
+    if erase == "true":
+        with current_db().session() as session:
+            privacy.compact_storage(session)
+    return no_content()
+
+
+@contacts_api.post("/search")
+def search_contacts() -> Any:
+    spec = load_body(SearchSchema())
+    sort = parse_sort(spec["sort"], CONTACT_SORTS, "-created_at")
+    condition = search_condition(spec["filter_groups"], SEARCH_FIELDS, custom_field)
+    statement = select(Contact).where(condition)
+    if spec["query"]:
+        statement = statement.where(text_condition(spec["query"]))
+    with current_db().session() as session:
+        rows, next_cursor = paginate(
+            session, statement, sort, Contact.id, limit=spec["limit"], cursor=spec["cursor"]
+        )
+        return page_answer([contact_view(c) for c in rows], next_cursor)
+
+
+def _failure(index: int, error: ApiError) -> dict[str, Any]:
+    result = {"index": index, "status": error.status, "title": error.title}
+    if error.detail:
+        result["detail"] = error.detail
+    if error.errors:
+        result["errors"] = error.errors
+    return result
+
+
+def run_batch(
+    inputs: list[Any], apply: Callable[[Session, Any], Contact], success_status: int
+) -> Response:
+    """Apply each input in its own savepoint: one failing input does not undo the others."""
+    results = []
+    with current_db().session() as session:
+        for index, raw in enumerate(inputs):
+            try:
+                with session.begin_nested():
+                    contact = apply(session, raw)
+                    item = contact_view(contact)
+                results.append({"index": index, "status": success_status, "item": item})
+            except ApiError as error:
+                results.append(_failure(index, error))
+            except IntegrityError:
+                conflict = ApiError(409, "Conflict", "The change conflicts with an existing record")
+                results.append(_failure(index, conflict))
+    all_ok = all(result["status"] == success_status for result in results)
+    response = jsonify({"results": results})
+    response.status_code = success_status if all_ok else 207
+    return response
+
+
+@contacts_api.post("/batch/create")
+def batch_create() -> Any:
+    inputs = load_body(BatchInputsSchema())["inputs"]
+    actor = actor_id()
+
+    def apply(session: Session, raw: Any) -> Contact:
+        return domain.create_contact(session, load_or_422(contact_in, raw), actor)
+
+    return run_batch(inputs, apply, 201)
+
+
+@contacts_api.post("/batch/update")
+def batch_update() -> Any:
+    inputs = load_body(BatchInputsSchema())["inputs"]
+
+    def apply(session: Session, raw: Any) -> Contact:
+        changes = load_or_422(contact_in, raw, partial=True)
+        if not changes.get("id"):
+            raise ApiError(422, "Unprocessable Entity", errors={"id": ["An id is required."]})
+        contact = domain.get_contact(session, changes.pop("id"), for_update=True)
+        return domain.update_contact(session, contact, changes)
+
+    return run_batch(inputs, apply, 200)
+
+
+@contacts_api.post("/batch/read")
+def batch_read() -> Any:
+    ids = [str(i) for i in load_body(BatchReadSchema())["ids"]]
+    with current_db().session() as session:
+        found = {c.id: c for c in session.scalars(select(Contact).where(Contact.id.in_(ids)))}
+        results = []
+        for index, contact_id in enumerate(ids):
+            if contact_id in found:
+                results.append(
+                    {"index": index, "status": 200, "item": contact_view(found[contact_id])}
+                )
+            else:
+                missing = ApiError(404, "Not Found", f"Contact {contact_id} does not exist")
+                results.append(_failure(index, missing))
+    response = jsonify({"results": results})
+    response.status_code = 200 if len(found) == len(set(ids)) else 207
+    return response
+
+
+@contacts_api.post("/<uuid:contact_id>/merge")
+def merge_contact(contact_id: Any) -> Any:
+    duplicate_id = str(load_body(MergeSchema())["duplicate_id"])
+    with current_db().session() as session:
+        contact = domain.get_contact(session, str(contact_id), for_update=True)
+        if duplicate_id == contact.id:
+            raise ApiError(
+                422, "Unprocessable Entity", errors={"duplicate_id": ["Cannot merge into itself."]}
+            )
+        duplicate = domain.get_contact(session, duplicate_id, for_update=True)
+        privacy.merge_contacts(session, contact, duplicate)
+        body = contact_view(contact)
+    return with_etag(body)
+
+
+@contacts_api.get("/<uuid:contact_id>/export")
+def export_subject(contact_id: Any) -> Any:
+    with current_db().session() as session:
+        contact = domain.get_contact(session, str(contact_id))
+        return privacy.subject_export(session, contact)

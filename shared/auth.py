@@ -1,0 +1,118 @@
+"""Access tokens: issued by the gateway, verified by the gateway and by every service."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from flask import Flask, g, request
+
+from shared.config import Settings
+from shared.web import ApiError
+
+ROLES = ("admin", "sales", "support", "marketing", "viewer")
+ALGORITHM = "HS256"
+ISSUER = "crm-gateway"
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a user or an API key, with one role."""
+
+    subject: str
+    role: str
+    email: str | None = None
+    kind: str = "user"
+
+    @property
+    def may_write(self) -> bool:
+        return self.role != "viewer"
+
+
+def issue_token(settings: Settings, principal: Principal, ttl_seconds: int | None = None) -> str:
+    """A signed, short-lived access token for a principal."""
+    now = int(time.time())
+    claims = {
+        "iss": ISSUER,
+        "sub": principal.subject,
+        "role": principal.role,
+        "email": principal.email,
+        "kind": principal.kind,
+        "iat": now,
+        "exp": now + (ttl_seconds or settings.jwt_ttl_seconds),
+        "jti": str(uuid.uuid4()),
+    }
+    return jwt.encode(claims, settings.jwt_secret, algorithm=ALGORITHM)
+
+
+def unauthorized(detail: str) -> ApiError:
+    return ApiError(401, "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def forbidden(detail: str) -> ApiError:
+    return ApiError(403, "Forbidden", detail)
+
+
+def verify_token(settings: Settings, token: str) -> Principal:
+    """The principal a token names, or 401 if it is expired, tampered or not ours."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            settings.jwt_secret,
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            options={"require": ["exp", "iat", "sub", "iss"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise unauthorized("The access token has expired") from None
+    except jwt.InvalidTokenError:
+        raise unauthorized("The access token is not valid") from None
+    role = claims.get("role")
+    if role not in ROLES:
+        raise unauthorized("The access token names no known role")
+    return Principal(claims["sub"], role, claims.get("email"), claims.get("kind", "user"))
+
+
+def bearer_token() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def current_principal() -> Principal:
+    principal = g.get("principal")
+    if principal is None:
+        raise unauthorized("Authentication is required")
+    return principal
+
+
+def require_role(*roles: str) -> Principal:
+    """The caller, if their role is one of `roles` (admin always is); else 403."""
+    principal = current_principal()
+    if principal.role != "admin" and principal.role not in roles:
+        raise forbidden(f"The role {principal.role!r} may not do this")
+    return principal
+
+
+def protect(app: Flask, settings: Settings, *, public_prefixes: tuple[str, ...] = ()) -> None:
+    """Refuse every /api/ request without a valid bearer token; viewers may only read."""
+
+    def authenticate() -> None:
+        path = request.path
+        if not path.startswith("/api/") or path.startswith(public_prefixes):
+            return
+        token = bearer_token()
+        if token is None:
+            raise unauthorized("Authentication is required: send Authorization: Bearer <token>")
+        principal = verify_token(settings, token)
+        if request.method not in READ_METHODS and not principal.may_write:
+            raise forbidden("The viewer role is read only")
+        g.principal = principal
+
+    app.before_request(authenticate)

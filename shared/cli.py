@@ -1,0 +1,176 @@
+"""The `crm` command: run the whole system, or one service's api, worker or migrations."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.config import SERVICE_PORTS, load_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """Where a service's parts live, named by import path so nothing loads until needed."""
+
+    package: str
+    has_worker: bool = True
+
+    @property
+    def app(self) -> str:
+        return f"{self.package}.app:create_app()"
+
+    @property
+    def migrations(self) -> Path:
+        return ROOT / self.package.replace(".", "/") / "migrations"
+
+
+SERVICES = {
+    "gateway": ServiceSpec("gateway", has_worker=False),
+    "contacts": ServiceSpec("services.contacts"),
+}
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def check_broker(amqp_url: str) -> bool:
+    """Can we open an AMQP connection? (One try, a few seconds at most.)"""
+    import pika
+
+    params = pika.URLParameters(amqp_url)
+    params.connection_attempts = 1
+    params.socket_timeout = 3
+    params.blocked_connection_timeout = 3
+    try:
+        pika.BlockingConnection(params).close()
+        return True
+    except Exception:
+        return False
+
+
+def migrate(name: str) -> None:
+    from shared.migrations import upgrade
+
+    settings = load_settings(name)
+    importlib.import_module(f"{SERVICES[name].package}.models")
+    upgrade(SERVICES[name].migrations, settings.database_url)
+
+
+def service_port(name: str) -> int:
+    """A service's port on this machine: `CRM_<NAME>_PORT`, else its default."""
+    return int(os.environ.get(f"CRM_{name.upper()}_PORT", SERVICE_PORTS[name]))
+
+
+def procfile() -> str:
+    """One line per process `crm run` starts."""
+    python = sys.executable
+    gunicorn = [python, "-m", "gunicorn", "-c", str(ROOT / "deploy/gunicorn.conf.py")]
+    lines = []
+    for name, spec in SERVICES.items():
+        command = [*gunicorn, "--bind", f"127.0.0.1:{service_port(name)}", f"'{spec.app}'"]
+        lines.append(f"{name}: {' '.join(command)}")
+        if spec.has_worker:
+            lines.append(f"{name}-worker: {python} -m {spec.package}.worker")
+    return "\n".join(lines) + "\n"
+
+
+def run_all(_args: argparse.Namespace) -> int:
+    """Check the broker, migrate, make the admin, then run every process in the foreground."""
+    for name in SERVICES:  # the gateway finds each service on the port it runs on here
+        os.environ.setdefault(f"CRM_{name.upper()}_URL", f"http://127.0.0.1:{service_port(name)}")
+    settings = load_settings("gateway")
+    if not check_broker(settings.amqp_url):
+        host = settings.amqp_url.rsplit("@", 1)[-1]
+        _say(
+            f"error: RabbitMQ is not reachable at {host}; start one with "
+            "`rabbitmq-server -detached` (or `docker run -d -p 5672:5672 rabbitmq:3`), "
+            "or point CRM_AMQP_URL at one."
+        )
+        return 1
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    for name in SERVICES:
+        migrate(name)
+    from gateway.app import bootstrap_admin, create_app
+
+    app = create_app()
+    bootstrap_admin(app.extensions["crm.db"], settings)
+    port = service_port("gateway")
+    path = settings.data_dir / "Procfile"
+    path.write_text(procfile())
+    _say(f"CRM gateway: http://127.0.0.1:{port}/api/v1  (data in {settings.data_dir})")
+    _say(f"Admin login: {settings.admin_email} / {settings.admin_password}")
+    honcho = shutil.which("honcho", path=str(Path(sys.executable).parent)) or "honcho"
+    os.execvp(honcho, [honcho, "-f", str(path), "-d", str(ROOT), "start"])
+    return 0  # not reached
+
+
+def run_service(args: argparse.Namespace) -> int:
+    spec = SERVICES[args.service]
+    if args.action == "migrate":
+        migrate(args.service)
+        _say(f"{args.service}: database at the newest migration")
+        return 0
+    if args.action == "worker":
+        if not spec.has_worker:
+            _say(f"error: {args.service} has no worker")
+            return 2
+        importlib.import_module(f"{spec.package}.worker").main()
+        return 0
+    port = SERVICE_PORTS[args.service]
+    gunicorn = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy/gunicorn.conf.py")]
+    bind = os.environ.get("CRM_BIND", f"0.0.0.0:{port}")
+    os.execv(sys.executable, [*gunicorn, "--bind", bind, spec.app])
+    return 0  # not reached
+
+
+def dead_letters(args: argparse.Namespace) -> int:
+    from shared import deadletters
+
+    settings = load_settings(args.service)
+    if args.action == "list":
+        for letter in deadletters.list_dead_letters(settings, limit=args.limit):
+            line = {"reason": letter.reason, "error": letter.error, "attempt": letter.attempt}
+            line["body"] = letter.body.decode("utf-8", "replace")[:2000]
+            _say(json.dumps(line))
+        return 0
+    count = deadletters.replay_dead_letters(settings, limit=args.limit)
+    _say(f"{args.service}: {count} dead letters replayed")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="crm", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="run every service (what `make run` does)").set_defaults(
+        func=run_all
+    )
+    for name in SERVICES:
+        sub = commands.add_parser(name, help=f"the {name} service")
+        sub.add_argument("action", choices=["api", "worker", "migrate"])
+        sub.set_defaults(func=run_service, service=name)
+    dlq = commands.add_parser("dlq", help="list or replay a service's dead letters")
+    dlq.add_argument("action", choices=["list", "replay"])
+    dlq.add_argument("service", choices=[n for n, s in SERVICES.items() if s.has_worker])
+    dlq.add_argument("--limit", type=int, default=100)
+    dlq.set_defaults(func=dead_letters)
+    return root
+
+
+def main(argv: list[str] | None = None) -> Any:
+    args = parser().parse_args(argv)
+    sys.exit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()

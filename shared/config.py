@@ -1,0 +1,117 @@
+"""Settings from environment variables (12-factor), with defaults that run on one machine."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+DEV_JWT_SECRET = "dev-only-secret-change-me-in-production-please"  # noqa: S105 - dev default
+
+
+def _env(environ: Mapping[str, str], name: str, default: str) -> str:
+    value = environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    return int(_env(environ, name, str(default)))
+
+
+def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+    return float(_env(environ, name, str(default)))
+
+
+def _delays(environ: Mapping[str, str], name: str, default: str) -> tuple[float, ...]:
+    return tuple(float(part) for part in _env(environ, name, default).split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a service process needs to know about its surroundings."""
+
+    service: str
+    data_dir: Path
+    database_url: str
+    amqp_url: str
+    # A prefix on every exchange and queue name: isolates test runs on a shared broker.
+    amqp_prefix: str = ""
+    jwt_secret: str = DEV_JWT_SECRET
+    jwt_ttl_seconds: int = 3600
+    max_body_bytes: int = 32 * 1024 * 1024
+    log_level: str = "INFO"
+    consumer_prefetch: int = 200
+    # Delays (seconds) between attempts of a failing handler; after the last, the DLQ.
+    retry_delays: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0)
+    delivery_limit: int = 20
+    relay_batch_size: int = 1000
+    relay_idle_seconds: float = 0.2
+    outbox_retention_hours: float = 24.0
+    http_timeout_seconds: float = 5.0
+    service_urls: dict[str, str] = field(default_factory=dict)
+    admin_email: str = "admin@example.com"
+    admin_password: str = "admin"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exchange(self) -> str:
+        return f"{self.amqp_prefix}crm.events"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.amqp_prefix}crm.dlx"
+
+    @property
+    def queue(self) -> str:
+        return f"{self.amqp_prefix}{self.service}.events"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.queue}.dlq"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+SERVICE_PORTS = {
+    "gateway": 8000,
+    "contacts": 8001,
+    "sales": 8002,
+    "support": 8003,
+    "marketing": 8004,
+    "notifications": 8005,
+}
+
+
+def load_settings(service: str, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings of one service from the environment."""
+    env = os.environ if environ is None else environ
+    data_dir = Path(_env(env, "CRM_DATA_DIR", "var")).resolve()
+    default_db = f"sqlite:///{data_dir / (service + '.db')}"
+    service_urls = {
+        name: _env(env, f"CRM_{name.upper()}_URL", f"http://127.0.0.1:{port}")
+        for name, port in SERVICE_PORTS.items()
+    }
+    return Settings(
+        service=service,
+        data_dir=data_dir,
+        database_url=_env(env, f"{service.upper()}_DATABASE_URL", default_db),
+        amqp_url=_env(env, "CRM_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
+        amqp_prefix=_env(env, "CRM_AMQP_PREFIX", ""),
+        jwt_secret=_env(env, "CRM_JWT_SECRET", DEV_JWT_SECRET),
+        jwt_ttl_seconds=_int(env, "CRM_JWT_TTL_SECONDS", 3600),
+        max_body_bytes=_int(env, "CRM_MAX_BODY_BYTES", 32 * 1024 * 1024),
+        log_level=_env(env, "CRM_LOG_LEVEL", "INFO"),
+        consumer_prefetch=_int(env, "CRM_CONSUMER_PREFETCH", 200),
+        retry_delays=_delays(env, "CRM_RETRY_DELAYS", "1,5,30,120"),
+        delivery_limit=_int(env, "CRM_DELIVERY_LIMIT", 20),
+        relay_batch_size=_int(env, "CRM_RELAY_BATCH_SIZE", 1000),
+        relay_idle_seconds=_float(env, "CRM_RELAY_IDLE_SECONDS", 0.2),
+        outbox_retention_hours=_float(env, "CRM_OUTBOX_RETENTION_HOURS", 24.0),
+        http_timeout_seconds=_float(env, "CRM_HTTP_TIMEOUT_SECONDS", 5.0),
+        service_urls=service_urls,
+        admin_email=_env(env, "CRM_ADMIN_EMAIL", "admin@example.com"),
+        admin_password=_env(env, "CRM_ADMIN_PASSWORD", "admin"),
+    )

@@ -1,0 +1,104 @@
+"""Engine and sessions per service: SQLite by default, PostgreSQL by URL, same code."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import MetaData, create_engine, event, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool, StaticPool
+
+from shared.idempotency import define_idempotency_table
+from shared.inbox import define_inbox_table
+from shared.outbox import define_outbox_table
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    # Deleted rows are overwritten, so an erased person leaves no bytes behind.
+    cursor.execute("PRAGMA secure_delete=ON")
+    cursor.close()
+
+
+def _begin_before_savepoint(connection: Any, _name: str) -> None:
+    # pysqlite opens no transaction until the first write, so a first SAVEPOINT would
+    # open one itself and its RELEASE would commit: savepoints would escape a rollback.
+    # A transaction that uses savepoints writes, so take the write lock at once.
+    if not connection.connection.dbapi_connection.in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine with the pragmas and pool a CRM service needs on this database."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs.setdefault("poolclass", NullPool)
+        else:
+            kwargs.setdefault("poolclass", StaticPool)
+        kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "savepoint", _begin_before_savepoint)
+        return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
+        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 5)
+    kwargs.setdefault("max_overflow", 10)
+    return create_engine(url, **kwargs)
+
+
+class Database:
+    """One service's database: its engine, its sessions and its messaging tables."""
+
+    def __init__(self, service: str, url: str, metadata: MetaData, **engine_kwargs: Any) -> None:
+        self.service = service
+        self.metadata = metadata
+        self.outbox, self.inbox, self.idempotency = self.define_messaging_tables(metadata)
+        self.engine = make_engine(url, **engine_kwargs)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False, info={"db": self})
+
+    @staticmethod
+    def define_messaging_tables(metadata: MetaData) -> tuple[Any, Any, Any]:
+        """The outbox, inbox and idempotency tables every service database holds."""
+        return (
+            define_outbox_table(metadata),
+            define_inbox_table(metadata),
+            define_idempotency_table(metadata),
+        )
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def new_session(self) -> Session:
+        return self._sessions()
+
+    def create_all(self) -> None:
+        self.metadata.create_all(self.engine)
+
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def database_of(session: Session) -> Database:
+    """The Database a session was made by (so shared helpers find their tables)."""
+    return session.info["db"]

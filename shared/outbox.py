@@ -1,0 +1,214 @@
+"""The transactional outbox: events written with the change they describe, relayed later."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    delete,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
+
+from shared.events import Envelope, utcnow
+from shared.logs import correlation_id
+
+
+def define_outbox_table(metadata: MetaData) -> Table:
+    if "outbox" in metadata.tables:
+        return metadata.tables["outbox"]
+    table = Table(
+        "outbox",
+        metadata,
+        Column(
+            "position",
+            BigInteger().with_variant(Integer, "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        Column("event_id", String(36), nullable=False, unique=True),
+        Column("event_type", String(128), nullable=False),
+        Column("aggregate_id", String(64), nullable=False, index=True),
+        Column("payload", Text, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("claim_token", String(36), nullable=True),
+        Column("claimed_until", DateTime(timezone=True), nullable=True),
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("sent_at", DateTime(timezone=True), nullable=True),
+    )
+    Index(
+        "ix_outbox_unsent",
+        table.c.position,
+        postgresql_where=table.c.sent_at.is_(None),
+        sqlite_where=table.c.sent_at.is_(None),
+    )
+    return table
+
+
+def _outbox(session: Session) -> Table:
+    return session.info["db"].outbox
+
+
+def outbox_row(
+    service: str,
+    event_type: str,
+    aggregate_id: str,
+    data: dict[str, Any],
+    *,
+    aggregate_version: int | None = None,
+) -> dict[str, Any]:
+    """The outbox row of a new event (its envelope as JSON), ready to insert."""
+    envelope = Envelope(
+        type=event_type,
+        source=service,
+        aggregate_id=str(aggregate_id),
+        aggregate_version=aggregate_version,
+        data=data,
+        correlation_id=correlation_id.get(),
+    )
+    return {
+        "event_id": envelope.id,
+        "event_type": envelope.type,
+        "aggregate_id": envelope.aggregate_id,
+        "payload": envelope.to_json(),
+        "created_at": envelope.occurred_at,
+        "attempts": 0,
+    }
+
+
+def record_event(
+    session: Session,
+    event_type: str,
+    aggregate_id: str,
+    data: dict[str, Any],
+    *,
+    aggregate_version: int | None = None,
+) -> str:
+    """Write an event into the outbox inside the caller's transaction; its id."""
+    db = session.info["db"]
+    row = outbox_row(
+        db.service, event_type, aggregate_id, data, aggregate_version=aggregate_version
+    )
+    session.execute(db.outbox.insert().values(**row))
+    return row["event_id"]
+
+
+def record_events(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Write many events made by outbox_row in one statement (bulk imports)."""
+    if rows:
+        session.execute(session.info["db"].outbox.insert(), rows)
+
+
+def claim_batch(session: Session, limit: int, lease_seconds: float = 60.0) -> list[Any]:
+    """Claim up to `limit` unsent rows for this relay, oldest first.
+
+    One UPDATE claims the rows so two relays never take the same ones: on PostgreSQL
+    the candidate rows are locked with SKIP LOCKED, on SQLite the write lock serialises.
+    A claim expires after `lease_seconds`, so rows of a relay that died are taken again.
+    """
+    table = _outbox(session)
+    now = utcnow()
+    token = str(uuid.uuid4())
+    candidates = (
+        select(table.c.position)
+        .where(table.c.sent_at.is_(None))
+        .where((table.c.claimed_until.is_(None)) | (table.c.claimed_until < now))
+        .order_by(table.c.position)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    session.execute(
+        update(table)
+        .where(table.c.position.in_(candidates.scalar_subquery()))
+        .values(
+            claim_token=token,
+            claimed_until=now + timedelta(seconds=lease_seconds),
+            attempts=table.c.attempts + 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return list(
+        session.execute(
+            select(table.c.position, table.c.event_type, table.c.payload)
+            .where(table.c.claim_token == token)
+            .order_by(table.c.position)
+        )
+    )
+
+
+def mark_sent(session: Session, positions: list[int]) -> None:
+    """Mark rows the broker confirmed."""
+    table = _outbox(session)
+    if positions:
+        session.execute(
+            update(table)
+            .where(table.c.position.in_(positions))
+            .values(sent_at=utcnow(), claim_token=None, claimed_until=None)
+        )
+
+
+def release(session: Session, positions: list[int]) -> None:
+    """Give rows back (the broker refused them or the connection went away)."""
+    table = _outbox(session)
+    if positions:
+        session.execute(
+            update(table)
+            .where(table.c.position.in_(positions))
+            .values(claim_token=None, claimed_until=None)
+        )
+
+
+def backlog(session: Session) -> tuple[int, float | None]:
+    """How many events wait to be published, and the age in seconds of the oldest."""
+    table = _outbox(session)
+    count, oldest = session.execute(
+        select(func.count(), func.min(table.c.created_at)).where(table.c.sent_at.is_(None))
+    ).one()
+    if oldest is None:
+        return count, None
+    if oldest.tzinfo is None:  # SQLite gives naive datetimes back
+        oldest = oldest.replace(tzinfo=utcnow().tzinfo)
+    return count, (utcnow() - oldest).total_seconds()
+
+
+def purge_sent(session: Session, older_than_hours: float) -> int:
+    """Delete sent rows past their retention (they hold copies of personal data)."""
+    table = _outbox(session)
+    cutoff = utcnow() - timedelta(hours=older_than_hours)
+    result = session.execute(
+        delete(table).where(table.c.sent_at.is_not(None)).where(table.c.sent_at < cutoff)
+    )
+    return result.rowcount or 0
+
+
+def redact_aggregate(session: Session, aggregate_id: str, keep: dict[str, Any]) -> None:
+    """Replace the data of every outbox row about one aggregate (right to be forgotten).
+
+    Unsent rows are still published, with only `keep` as their data, so consumers learn
+    the event happened without learning who it was about.
+    """
+    table = _outbox(session)
+    rows = session.execute(
+        select(table.c.position, table.c.payload).where(table.c.aggregate_id == aggregate_id)
+    ).all()
+    for position, payload in rows:
+        body = json.loads(payload)
+        body["data"] = {**keep, "redacted": True}
+        session.execute(
+            update(table).where(table.c.position == position).values(payload=json.dumps(body))
+        )

@@ -1,0 +1,56 @@
+"""The `crm` command's dead-letter commands against the real broker."""
+
+from __future__ import annotations
+
+import json
+
+import pika
+import pytest
+
+from shared import cli
+from shared.bus import declare_topology
+
+
+@pytest.fixture
+def contacts_settings(make_settings, monkeypatch):
+    settings = make_settings("contacts")
+    monkeypatch.setenv("CRM_AMQP_URL", settings.amqp_url)
+    monkeypatch.setenv("CRM_AMQP_PREFIX", settings.amqp_prefix)
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    declare_topology(connection.channel(), settings, ["deal.won"])
+    connection.close()
+    return settings
+
+
+def dead_letter(settings, body: bytes) -> None:
+    """Put a message straight into the DLQ, as the consumer would."""
+    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
+    channel = connection.channel()
+    channel.confirm_delivery()
+    headers = {"x-crm-reason": "malformed", "x-crm-error": "body is not JSON"}
+    properties = pika.BasicProperties(headers=headers, delivery_mode=2)
+    channel.basic_publish(
+        settings.dead_letter_exchange, settings.dead_letter_queue, body, properties
+    )
+    connection.close()
+
+
+def test_crm_dlq_lists_dead_letters_as_json_lines_and_replays_them(contacts_settings, capsys):
+    dead_letter(contacts_settings, b"{not json")
+    with pytest.raises(SystemExit) as listed:
+        cli.main(["dlq", "list", "contacts"])
+    assert listed.value.code == 0
+    [line] = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(line) == {
+        "reason": "malformed",
+        "error": "body is not JSON",
+        "attempt": 0,
+        "body": "{not json",
+    }
+    with pytest.raises(SystemExit):
+        cli.main(["dlq", "replay", "contacts"])
+    assert "1 dead letters replayed" in capsys.readouterr().out
+    connection = pika.BlockingConnection(pika.URLParameters(contacts_settings.amqp_url))
+    method, _props, body = connection.channel().basic_get(contacts_settings.queue, auto_ack=True)
+    connection.close()
+    assert method is not None and body == b"{not json"

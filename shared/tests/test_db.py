@@ -1,0 +1,50 @@
+"""The database helpers behave the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from shared.db import Database
+
+metadata = sa.MetaData()
+items = sa.Table("items", metadata, sa.Column("id", sa.Integer, primary_key=True))
+
+
+@pytest.fixture
+def db(database_url):
+    database = Database("test", database_url, metadata)
+    database.create_all()
+    yield database
+    database.dispose()
+
+
+def count(db) -> int:
+    with db.engine.connect() as connection:
+        return connection.execute(sa.select(sa.func.count()).select_from(items)).scalar_one()
+
+
+def test_a_released_savepoint_is_undone_by_the_outer_rollback(db):
+    with pytest.raises(RuntimeError), db.session() as session:
+        with session.begin_nested():
+            session.execute(items.insert().values(id=1))
+        raise RuntimeError("roll back everything")
+    assert count(db) == 0
+
+
+def test_a_failed_savepoint_keeps_the_rest_of_the_transaction(db):
+    with db.session() as session:
+        session.execute(items.insert().values(id=1))
+        with pytest.raises(sa.exc.IntegrityError), session.begin_nested():
+            session.execute(items.insert().values(id=1))
+        session.execute(items.insert().values(id=2))
+    assert count(db) == 2
+
+
+def test_sqlite_enforces_foreign_keys_and_pg_urls_get_psycopg(tmp_path):
+    from shared.db import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    assert make_engine("postgresql://u@localhost/db").dialect.driver == "psycopg"

@@ -1,0 +1,288 @@
+"""Flask helpers every service uses: problem+json errors, request ids, health, metrics."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask.json.provider import DefaultJSONProvider
+from marshmallow import Schema, ValidationError
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from werkzeug.exceptions import HTTPException
+
+from shared.config import DEV_JWT_SECRET, Settings
+from shared.db import Database
+from shared.events import isoformat
+from shared.logs import configure_logging, correlation_id
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+HTTP_REQUESTS = Counter(
+    "crm_http_requests_total", "HTTP requests answered", ["service", "method", "endpoint", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "crm_http_request_duration_seconds", "HTTP request latency", ["service", "method", "endpoint"]
+)
+
+
+class ApiError(Exception):
+    """An error the client caused or must know about, answered as problem+json."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str | None = None,
+        errors: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.errors = dict(errors) if errors else None
+        self.headers = dict(headers or {})
+
+
+def not_found(what: str, ident: Any) -> ApiError:
+    return ApiError(404, "Not Found", f"{what} {ident} does not exist")
+
+
+def conflict(detail: str, errors: Mapping[str, Any] | None = None) -> ApiError:
+    return ApiError(409, "Conflict", detail, errors)
+
+
+def invalid(errors: Mapping[str, Any], detail: str = "The request has invalid fields") -> ApiError:
+    return ApiError(422, "Unprocessable Entity", detail, errors)
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str | None = None,
+    errors: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """A problem+json response (RFC 9457)."""
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if errors:
+        body["errors"] = errors
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = PROBLEM_JSON
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def json_body() -> Any:
+    """The request body as JSON, or a 400 problem saying why it is not."""
+    if not request.get_data(cache=True):
+        raise ApiError(400, "Bad Request", "The request body is empty; JSON was expected")
+    data = request.get_json(silent=True, force=True)
+    if data is None:
+        raise ApiError(400, "Bad Request", "The request body is not valid JSON")
+    return data
+
+
+def load_body(schema: Schema, *, partial: bool = False) -> Any:
+    """Parse and validate the JSON body with a marshmallow schema (422 on invalid fields)."""
+    data = json_body()
+    if not isinstance(data, dict):
+        raise ApiError(400, "Bad Request", "The request body must be a JSON object")
+    return load_or_422(schema, data, partial=partial)
+
+
+def load_or_422(schema: Schema, data: Any, *, partial: bool = False) -> Any:
+    try:
+        return schema.load(data, partial=partial)
+    except ValidationError as error:
+        messages = error.messages if isinstance(error.messages, dict) else {"_": error.messages}
+        raise invalid(messages) from error
+
+
+def created(body: Any, location: str) -> Response:
+    response = jsonify(body)
+    response.status_code = 201
+    response.headers["Location"] = location
+    return response
+
+
+def no_content() -> Response:
+    return Response(status=204)
+
+
+class CrmJSONProvider(DefaultJSONProvider):
+    """Datetimes as ISO 8601 UTC with Z; Decimals as strings (money is never a float)."""
+
+    sort_keys = False
+
+    @staticmethod
+    def default(o: Any) -> Any:
+        from datetime import date, datetime
+        from decimal import Decimal
+
+        if isinstance(o, datetime):
+            return isoformat(o)
+        if isinstance(o, date):
+            return o.isoformat()
+        if isinstance(o, Decimal):
+            return str(o)
+        if isinstance(o, uuid.UUID):
+            return str(o)
+        return DefaultJSONProvider.default(o)
+
+
+def _start_request() -> None:
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = incoming if _REQUEST_ID_PATTERN.match(incoming) else str(uuid.uuid4())
+    g.request_token = correlation_id.set(g.request_id)
+    g.request_started = time.perf_counter()
+
+
+def _finish_request(response: Response) -> Response:
+    request_id = g.get("request_id")
+    if request_id:
+        response.headers[REQUEST_ID_HEADER] = request_id
+    service = current_app.config["CRM_SERVICE"]
+    endpoint = request.url_rule.rule if request.url_rule else "unmatched"
+    started = g.get("request_started")
+    if started is not None:
+        elapsed = time.perf_counter() - started
+        HTTP_LATENCY.labels(service, request.method, endpoint).observe(elapsed)
+        log.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={"status": response.status_code, "duration_ms": round(elapsed * 1000, 2)},
+        )
+    HTTP_REQUESTS.labels(service, request.method, endpoint, str(response.status_code)).inc()
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    return response
+
+
+def _teardown_request(_error: BaseException | None) -> None:
+    token = g.pop("request_token", None)
+    if token is not None:
+        correlation_id.reset(token)
+
+
+def _handle_api_error(error: ApiError) -> Response:
+    return problem(error.status, error.title, error.detail, error.errors, error.headers)
+
+
+def _handle_http_exception(error: HTTPException) -> Response:
+    headers = {}
+    if error.code == 405 and error.valid_methods:
+        headers["Allow"] = ", ".join(error.valid_methods)
+    detail = error.description
+    if error.code == 413:
+        limit = current_app.config.get("MAX_CONTENT_LENGTH")
+        detail = f"The request body is larger than the limit of {limit} bytes"
+    return problem(error.code or 500, error.name, detail, headers=headers)
+
+
+def _handle_unexpected(error: Exception) -> Response:
+    log.exception("unhandled error: %s", type(error).__name__)
+    return problem(500, "Internal Server Error", "Something went wrong on our side")
+
+
+def _broker_reachable(amqp_url: str, timeout: float = 1.0) -> None:
+    parts = urlsplit(amqp_url)
+    port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+    with socket.create_connection((parts.hostname or "127.0.0.1", port), timeout):
+        pass
+
+
+def _check(name: str, check: Callable[[], None]) -> str:
+    try:
+        check()
+        return "ok"
+    except Exception as error:  # a readiness probe reports, it does not raise
+        log.warning("readiness check %s failed: %s", name, type(error).__name__)
+        return "unavailable"
+
+
+def _ops_blueprint(settings: Settings, db: Database | None) -> Blueprint:
+    ops = Blueprint("ops", __name__)
+
+    @ops.get("/health")
+    def health() -> Response:
+        return jsonify({"status": "ok", "service": settings.service})
+
+    @ops.get("/ready")
+    def ready() -> Response:
+        """Ready when the database answers; the broker is reported, not required.
+
+        An api process only writes its outbox: with RabbitMQ down it still accepts
+        writes (their events wait), so a broker outage must not take it out of service.
+        """
+        results = {"broker": _check("broker", lambda: _broker_reachable(settings.amqp_url))}
+        if db is not None:
+            results["database"] = _check("database", db.ping)
+        healthy = results.get("database", "ok") == "ok"
+        response = jsonify({"status": "ready" if healthy else "not ready", "checks": results})
+        response.status_code = 200 if healthy else 503
+        return response
+
+    @ops.get("/metrics")
+    def metrics() -> Response:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # several gunicorn workers: sum them
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+
+    return ops
+
+
+def init_app(app: Flask, settings: Settings, db: Database | None) -> None:
+    """Give a service's Flask app the shared conventions: errors, ids, logs, health, metrics."""
+    configure_logging(settings.service, settings.log_level)
+    app.json = CrmJSONProvider(app)
+    app.config["CRM_SERVICE"] = settings.service
+    app.config["CRM_SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["crm.settings"] = settings
+    if db is not None:
+        app.extensions["crm.db"] = db
+    app.url_map.strict_slashes = False
+    app.before_request(_start_request)
+    app.after_request(_finish_request)
+    app.teardown_request(_teardown_request)
+    app.register_error_handler(ApiError, _handle_api_error)
+    app.register_error_handler(HTTPException, _handle_http_exception)
+    app.register_error_handler(Exception, _handle_unexpected)
+    app.register_blueprint(_ops_blueprint(settings, db))
+    if settings.jwt_secret == DEV_JWT_SECRET and not app.testing:
+        log.warning("CRM_JWT_SECRET is the development default: set it in production")
+
+
+def current_db() -> Database:
+    return current_app.extensions["crm.db"]
+
+
+def current_settings() -> Settings:
+    return current_app.extensions["crm.settings"]

@@ -1,0 +1,243 @@
+"""`crm run` (what `make run` does) as real processes, used through the gateway only."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pika
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 10
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"crm run exited with {process.returncode}")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{url} never answered")
+
+
+class EventTap:
+    """A queue of the test's own bound to every event, to watch what the worker publishes."""
+
+    def __init__(self, amqp_url: str, prefix: str) -> None:
+        self.connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        self.channel = self.connection.channel()
+        self.channel.exchange_declare(f"{prefix}crm.events", exchange_type="topic", durable=True)
+        self.queue = self.channel.queue_declare("", exclusive=True).method.queue
+        self.channel.queue_bind(self.queue, f"{prefix}crm.events", routing_key="#")
+        self.seen: list[dict] = []
+
+    def wait_for(self, event_type: str, count: int = 1, timeout: float = 20) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            method, _props, body = self.channel.basic_get(self.queue, auto_ack=True)
+            if method is None:
+                self.connection.sleep(0.1)
+                continue
+            self.seen.append(json.loads(body))
+            matching = [e for e in self.seen if e["type"] == event_type]
+            if len(matching) >= count:
+                return matching
+        raise AssertionError(
+            f"{event_type} x{count} never published; saw {[e['type'] for e in self.seen]}"
+        )
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+@pytest.fixture
+def system(tmp_path, amqp_url, amqp_prefix) -> Iterator[tuple[str, EventTap]]:
+    ports = {name: free_port() for name in ("gateway", "contacts")}
+    env = {
+        **os.environ,
+        "CRM_DATA_DIR": str(tmp_path / "var"),
+        "CRM_AMQP_URL": amqp_url,
+        "CRM_AMQP_PREFIX": amqp_prefix,
+        "CRM_GATEWAY_PORT": str(ports["gateway"]),
+        "CRM_CONTACTS_PORT": str(ports["contacts"]),
+        "CRM_RETRY_DELAYS": "0.2,0.5",
+        "CRM_RELAY_IDLE_SECONDS": "0.05",
+        "GUNICORN_WORKERS": "2",
+        "CRM_ADMIN_EMAIL": "boss@example.com",
+        "CRM_ADMIN_PASSWORD": "correct horse",
+    }
+    from conftest import remember_queue
+
+    for suffix in ("", ".dlq", ".retry.200ms", ".retry.500ms"):
+        remember_queue(amqp_prefix, f"{amqp_prefix}contacts.events{suffix}")
+    tap = EventTap(amqp_url, amqp_prefix)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{ports['gateway']}"
+    try:
+        wait_until_up(f"{base}/health", process, time.monotonic() + 60)
+        wait_until_up(
+            f"http://127.0.0.1:{ports['contacts']}/health", process, time.monotonic() + 30
+        )
+        yield base, tap
+    finally:
+        tap.close()
+        os.killpg(process.pid, signal.SIGINT)  # our own process group: honcho and its children
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=5)
+
+
+def test_make_run_serves_contacts_through_the_gateway(system):
+    base, tap = system
+    api = f"{base}/api/v1"
+    assert requests.get(f"{api}/contacts", timeout=TIMEOUT).status_code == 401
+    login = requests.post(
+        f"{api}/auth/token",
+        json={"email": "boss@example.com", "password": "correct horse"},
+        timeout=TIMEOUT,
+    )
+    assert login.status_code == 200
+    token = login.json()["access_token"]
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+
+    created = session.post(
+        f"{api}/contacts",
+        json={"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com"},
+        headers={"X-Request-ID": "e2e-create"},
+        timeout=TIMEOUT,
+    )
+    assert created.status_code == 201 and created.headers["X-Request-ID"] == "e2e-create"
+    ada = created.json()
+    [event] = tap.wait_for("contact.created")
+    assert event["aggregate_id"] == ada["id"] and event["correlation_id"] == "e2e-create"
+
+    assert [
+        c["id"] for c in session.get(f"{api}/contacts?q=lovelace", timeout=TIMEOUT).json()["items"]
+    ] == [ada["id"]]
+    search = {
+        "filter_groups": [
+            {"filters": [{"field": "email", "operator": "eq", "value": "ada@example.com"}]}
+        ]
+    }
+    assert (
+        session.post(f"{api}/contacts/search", json=search, timeout=TIMEOUT).json()["items"][0][
+            "id"
+        ]
+        == ada["id"]
+    )
+
+    rows = (
+        "first_name,last_name,email,tags\n"
+        "Charles,Babbage,charles@example.com,engine;vip\n"
+        "Ada,L,ADA@example.com,\n"
+    )
+    report = session.post(
+        f"{api}/contacts/import",
+        data=rows.encode(),
+        headers={"Content-Type": "text/csv"},
+        timeout=60,
+    ).json()
+    assert (report["created"], report["updated"], report["rejected"]) == (1, 1, 0)
+
+    export = session.get(f"{api}/contacts/export", timeout=60)
+    assert export.status_code == 200 and export.headers["Content-Type"].startswith("text/csv")
+    emails = sorted(row["email"] for row in csv.DictReader(io.StringIO(export.text)))
+    assert emails == ["ADA@example.com", "charles@example.com"] or emails == [
+        "ada@example.com",
+        "charles@example.com",
+    ]
+
+    charles = session.get(f"{api}/contacts?email=charles@example.com", timeout=TIMEOUT).json()[
+        "items"
+    ][0]
+    merged = session.post(
+        f"{api}/contacts/{ada['id']}/merge", json={"duplicate_id": charles["id"]}, timeout=TIMEOUT
+    )
+    assert merged.status_code == 200 and "vip" in merged.json()["tags"]
+    tap.wait_for("contact.merged")
+
+    assert (
+        session.delete(f"{api}/contacts/{ada['id']}?erase=true", timeout=TIMEOUT).status_code == 204
+    )
+    [erased] = tap.wait_for("contact.erased")
+    assert erased["data"]["id"] == ada["id"]
+    assert session.get(f"{api}/contacts/{ada['id']}", timeout=TIMEOUT).status_code == 404
+
+    bad = session.post(
+        f"{api}/contacts",
+        data="{oops",
+        headers={"Content-Type": "application/json"},
+        timeout=TIMEOUT,
+    )
+    assert bad.status_code == 400 and bad.headers["Content-Type"].startswith(
+        "application/problem+json"
+    )
+
+
+def test_make_run_without_a_broker_says_so_in_one_line_and_fails(tmp_path):
+    env = {
+        **os.environ,
+        "CRM_DATA_DIR": str(tmp_path),
+        "CRM_AMQP_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    lines = result.stdout.strip().splitlines()
+    assert (
+        len(lines) == 1
+        and "RabbitMQ is not reachable" in lines[0]
+        and "rabbitmq-server" in lines[0]
+    )
+
+
+def test_the_running_system_is_ready_and_counts_requests_of_every_worker(system):
+    base, _tap = system
+    for _ in range(6):  # spread over both gunicorn workers
+        requests.get(f"{base}/health", timeout=TIMEOUT)
+    ready = requests.get(f"{base}/ready", timeout=TIMEOUT)
+    assert ready.status_code == 200 and ready.json()["checks"] == {"broker": "ok", "database": "ok"}
+    metrics = requests.get(f"{base}/metrics", timeout=TIMEOUT).text
+    counted = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("crm_http_requests_total{") and 'endpoint="/health"' in line
+    ]
+    assert sum(counted) >= 6, metrics[:2000]
