@@ -142,24 +142,11 @@ def running_worker(service_db):
     settings, db = service_db
     worker = ServiceWorker(settings, db, contact_handlers.handlers())
     thread = worker.start()
-    assert wait_for(lambda: _queue_exists(settings)), "the worker never declared its queue"
+    # Consuming means the queue and every binding are declared: nothing published now is lost.
+    assert wait_for(worker.consumer.consuming.is_set), "the worker never started consuming"
     yield settings, db
     worker.stop()
     thread.join(timeout=15)
-
-
-def _queue_exists(settings) -> bool:
-    import pika
-
-    connection = pika.BlockingConnection(pika.URLParameters(settings.amqp_url))
-    try:
-        connection.channel().queue_declare(settings.queue, passive=True)
-        return True
-    except Exception:
-        return False
-    finally:
-        if connection.is_open:
-            connection.close()
 
 
 def lifetime_value(db, contact_id) -> Decimal:
