@@ -122,6 +122,32 @@ def load_or_422(schema: Schema, data: Any, *, partial: bool = False) -> Any:
         raise invalid(messages) from error
 
 
+def expected_version() -> int | None:
+    """The version an `If-Match: "3"` header expects, if one was sent."""
+    header = request.headers.get("If-Match")
+    if header is None or header.strip() == "*":
+        return None
+    tag = header.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise ApiError(400, "Bad Request", 'If-Match must be an ETag such as "3"')
+    return int(tag)
+
+
+def with_etag(body: dict[str, Any], status: int = 200) -> Response:
+    response = jsonify(body)
+    response.status_code = status
+    response.headers["ETag"] = f'"{body["version"]}"'
+    return response
+
+
+def check_version(current: int, expected: int | None) -> None:
+    """Optimistic concurrency: a stale If-Match is a 409 (API.md)."""
+    if expected is not None and expected != current:
+        raise conflict(
+            f"The record changed since version {expected}; it is at version {current} now"
+        )
+
+
 def created(body: Any, location: str) -> Response:
     response = jsonify(body)
     response.status_code = 201

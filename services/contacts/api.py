@@ -19,48 +19,27 @@ from services.contacts.queries import (
     list_statement,
     text_condition,
 )
-from services.contacts.schemas import (
-    BatchInputsSchema,
-    BatchReadSchema,
-    ContactInSchema,
-    MergeSchema,
-    SearchSchema,
-    contact_view,
-)
+from services.contacts.schemas import ContactInSchema, MergeSchema, contact_view
 from shared.auth import current_principal
 from shared.idempotency import idempotent
 from shared.pagination import list_params, page_answer, paginate, parse_sort
+from shared.schemas import BatchInputsSchema, BatchReadSchema, SearchSchema
 from shared.search import search_condition
 from shared.web import (
     ApiError,
+    check_version,
     created,
     current_db,
+    expected_version,
     load_body,
     load_or_422,
     no_content,
+    with_etag,
 )
 
 contacts_api = Blueprint("contacts", __name__, url_prefix="/api/v1/contacts")
 
 contact_in = ContactInSchema()
-
-
-def expected_version() -> int | None:
-    """The version an `If-Match: "3"` header expects, if one was sent."""
-    header = request.headers.get("If-Match")
-    if header is None or header.strip() == "*":
-        return None
-    tag = header.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit():
-        raise ApiError(400, "Bad Request", 'If-Match must be an ETag such as "3"')
-    return int(tag)
-
-
-def with_etag(body: dict[str, Any], status: int = 200) -> Response:
-    response = jsonify(body)
-    response.status_code = status
-    response.headers["ETag"] = f'"{body["version"]}"'
-    return response
 
 
 def actor_id() -> str:
@@ -116,7 +95,7 @@ def delete_contact(contact_id: Any) -> Any:
         raise ApiError(422, "Unprocessable Entity", errors={"erase": ["Use true or false."]})
     with current_db().session() as session:
         contact = domain.get_contact(session, str(contact_id), for_update=True)
-        domain.check_version(contact.version, expected_version())
+        check_version(contact.version, expected_version())
         if erase == "true":
             privacy.erase_contact(session, contact)
         else:

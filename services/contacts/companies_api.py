@@ -8,7 +8,6 @@ from flask import Blueprint, request
 from sqlalchemy import func, or_, select
 
 from services.contacts import domain
-from services.contacts.api import expected_version, with_etag
 from services.contacts.models import Company, Contact, CustomField, Tag, contact_tags, new_id
 from services.contacts.schemas import (
     CompanyInSchema,
@@ -22,7 +21,17 @@ from shared.events import utcnow
 from shared.idempotency import idempotent
 from shared.outbox import record_event
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
-from shared.web import conflict, created, current_db, invalid, load_body, no_content, not_found
+from shared.web import (
+    conflict,
+    created,
+    current_db,
+    expected_version,
+    invalid,
+    load_body,
+    no_content,
+    not_found,
+    with_etag,
+)
 
 companies_api = Blueprint("companies", __name__, url_prefix="/api/v1")
 

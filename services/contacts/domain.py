@@ -18,7 +18,7 @@ from services.contacts.models import Company, Contact, CustomField, Tag, contact
 from services.contacts.schemas import company_view, contact_view
 from shared.events import utcnow
 from shared.outbox import record_event
-from shared.web import conflict, invalid, not_found
+from shared.web import check_version, conflict, invalid, not_found
 
 CONTACT_FIELDS = (
     "first_name",
@@ -211,14 +211,6 @@ def create_contact(
     session.add(contact)
     record_contact_event(session, "contact.created", contact)
     return contact
-
-
-def check_version(current: int, expected: int | None) -> None:
-    """Optimistic concurrency: a stale If-Match is a 409 (API.md)."""
-    if expected is not None and expected != current:
-        raise conflict(
-            f"The record changed since version {expected}; it is at version {current} now"
-        )
 
 
 def update_contact(

@@ -5,11 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from marshmallow import (
-    RAISE,
-    Schema,
     ValidationError,
     fields,
-    post_load,
     validate,
     validates_schema,
 )
@@ -20,7 +17,7 @@ from services.contacts.models import (
     INTERACTION_KINDS,
     LIFECYCLE_STAGES,
 )
-from shared.search import OPERATORS
+from shared.schemas import StrictSchema, money, uuid_string
 
 NAME = validate.Length(max=100)
 PHONE = validate.Regexp(r"^[0-9+()\-. /x]{3,50}$", error="Not a valid phone number.")
@@ -28,27 +25,6 @@ TAG = validate.Length(min=1, max=64)
 FIELD_NAME = validate.Regexp(
     r"^[a-z][a-z0-9_]{0,63}$", error="Use lower-case letters, digits and _ (start with a letter)."
 )
-
-
-def _uuid_string() -> fields.Field:
-    return fields.UUID(allow_none=True)
-
-
-class StrictSchema(Schema):
-    """Unknown fields are an error (API.md), and UUIDs come out as strings."""
-
-    class Meta:
-        unknown = RAISE
-
-    @post_load
-    def uuids_as_strings(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        return {key: str(value) if _is_uuid(value) else value for key, value in data.items()}
-
-
-def _is_uuid(value: Any) -> bool:
-    import uuid
-
-    return isinstance(value, uuid.UUID)
 
 
 class ContactInSchema(StrictSchema):
@@ -59,10 +35,10 @@ class ContactInSchema(StrictSchema):
     last_name = fields.String(validate=NAME)
     email = fields.Email(allow_none=True, validate=validate.Length(max=254))
     phone = fields.String(allow_none=True, validate=PHONE)
-    company_id = _uuid_string()
+    company_id = uuid_string()
     title = fields.String(allow_none=True, validate=validate.Length(max=200))
     lifecycle_stage = fields.String(validate=validate.OneOf(LIFECYCLE_STAGES))
-    owner_id = _uuid_string()
+    owner_id = uuid_string()
     tags = fields.List(fields.String(validate=TAG), validate=validate.Length(max=100))
     custom_fields = fields.Dict(keys=fields.String(validate=FIELD_NAME), values=fields.Raw())
 
@@ -132,42 +108,6 @@ class InteractionInSchema(StrictSchema):
 
 class MergeSchema(StrictSchema):
     duplicate_id = fields.UUID(required=True)
-
-
-class FilterSchema(StrictSchema):
-    field = fields.String(required=True, validate=validate.Length(min=1, max=100))
-    operator = fields.String(required=True, validate=validate.OneOf(OPERATORS))
-    value = fields.Raw(allow_none=True)
-
-
-class FilterGroupSchema(StrictSchema):
-    filters = fields.List(
-        fields.Nested(FilterSchema), required=True, validate=validate.Length(min=1, max=20)
-    )
-
-
-class SearchSchema(StrictSchema):
-    filter_groups = fields.List(
-        fields.Nested(FilterGroupSchema), load_default=list, validate=validate.Length(max=10)
-    )
-    sort = fields.String(load_default=None, allow_none=True)
-    query = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
-    limit = fields.Integer(load_default=50, strict=True, validate=validate.Range(min=1, max=200))
-    cursor = fields.String(load_default=None, allow_none=True)
-
-
-class BatchReadSchema(StrictSchema):
-    ids = fields.List(fields.UUID(), required=True, validate=validate.Length(min=1, max=100))
-
-
-class BatchInputsSchema(StrictSchema):
-    """The envelope of a batch: up to 100 inputs, each validated on its own."""
-
-    inputs = fields.List(fields.Dict(), required=True, validate=validate.Length(min=1, max=100))
-
-
-def money(amount: Any, currency: str) -> dict[str, str]:
-    return {"amount": f"{amount:.2f}", "currency": currency}
 
 
 def contact_view(contact: Any) -> dict[str, Any]:
