@@ -1,0 +1,7 @@
+"""The sales reports HTTP API (to be written)."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+reports_api = Blueprint("reports", __name__, url_prefix="/api/v1/reports")
