@@ -21,7 +21,8 @@ from shared.config import Settings, load_settings
 from shared.db import Database
 from shared.web import init_app
 
-PUBLIC_PREFIXES = ("/api/v1/auth/",)
+# Token-free: logging in, and the web forms that capture leads (limited by sales itself).
+PUBLIC_PREFIXES = ("/api/v1/auth/", "/api/v1/forms/")
 _SETTINGS_FIELDS = {field.name for field in dataclasses.fields(Settings)}
 # Keys of test_config that steer create_app itself rather than Settings or Flask.
 _OPTIONS = ("create_tables", "password_hasher")

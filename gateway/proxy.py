@@ -28,6 +28,17 @@ ROUTES: dict[str, str] = {
     "/api/v1/companies": "contacts",
     "/api/v1/custom-fields": "contacts",
     "/api/v1/tags": "contacts",
+    "/api/v1/leads": "sales",
+    "/api/v1/lead-scoring-rules": "sales",
+    "/api/v1/forms/leads": "sales",
+    "/api/v1/pipelines": "sales",
+    "/api/v1/deals": "sales",
+    "/api/v1/tasks": "sales",
+    "/api/v1/reports/pipeline": "sales",
+    "/api/v1/reports/forecast": "sales",
+    "/api/v1/reports/win-rate": "sales",
+    "/api/v1/reports/funnel": "sales",
+    "/api/v1/reports/sales-cycle": "sales",
 }
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -200,7 +211,7 @@ def proxy_blueprint(http: requests.Session) -> Blueprint:
     bp = Blueprint("proxy", __name__)
     for prefix, service in ROUTES.items():
         view = _forwarder(http, service)
-        endpoint = "forward_" + prefix.rsplit("/", 1)[-1].replace("-", "_")
+        endpoint = "forward" + prefix.removeprefix("/api/v1").replace("/", "_").replace("-", "_")
         bp.add_url_rule(prefix, endpoint, view, methods=METHODS)
         bp.add_url_rule(f"{prefix}/<path:rest>", f"{endpoint}_rest", view, methods=METHODS)
     return bp

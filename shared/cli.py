@@ -36,6 +36,7 @@ class ServiceSpec:
 SERVICES = {
     "gateway": ServiceSpec("gateway", has_worker=False),
     "contacts": ServiceSpec("services.contacts"),
+    "sales": ServiceSpec("services.sales"),
 }
 
 

@@ -92,7 +92,9 @@ def upstream() -> Iterator[Upstream]:
 
 def _gateway(tmp_path, contacts_url: str, **overrides: Any) -> Flask:
     config = gateway_config(
-        f"sqlite:///{tmp_path / 'gateway.db'}", service_urls={"contacts": contacts_url}
+        f"sqlite:///{tmp_path / 'gateway.db'}",
+        # One stand-in answers for every service.
+        service_urls=dict.fromkeys(set(ROUTES.values()), contacts_url),
     )
     return create_app({**config, **overrides})
 
@@ -123,6 +125,38 @@ def test_the_route_table_sends_contacts_paths_to_the_contacts_service():
         "/api/v1/tags",
     ):
         assert ROUTES[prefix] == "contacts"
+
+
+def test_the_route_table_sends_sales_paths_to_the_sales_service():
+    for prefix in (
+        "/api/v1/leads",
+        "/api/v1/lead-scoring-rules",
+        "/api/v1/forms/leads",
+        "/api/v1/pipelines",
+        "/api/v1/deals",
+        "/api/v1/tasks",
+        "/api/v1/reports/pipeline",
+        "/api/v1/reports/forecast",
+        "/api/v1/reports/win-rate",
+        "/api/v1/reports/funnel",
+        "/api/v1/reports/sales-cycle",
+    ):
+        assert ROUTES[prefix] == "sales"
+
+
+def test_the_public_lead_form_is_forwarded_without_a_token(client, upstream):
+    response = client.post("/api/v1/forms/leads", data={"email": "web@example.com"})
+
+    assert response.status_code == 201
+    seen = response.get_json()
+    assert seen["path"] == "/api/v1/forms/leads"
+    assert "Authorization" not in seen["headers"]
+    assert seen["headers"]["X-Forwarded-For"]
+
+
+def test_other_paths_still_need_a_token(client, upstream):
+    assert client.get("/api/v1/deals").status_code == 401
+    assert client.get("/api/v1/forms/../deals").status_code in (401, 404)
 
 
 def test_a_write_is_forwarded_with_method_path_query_body_and_headers(client, gateway, upstream):
