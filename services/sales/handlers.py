@@ -1,10 +1,86 @@
-"""Events the sales service reacts to: erasures, merges, email engagement."""
+"""Events the sales service reacts to: erasures, merges, and email engagement of leads."""
 
 from __future__ import annotations
 
-from shared.bus import Handler
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.sales import leads, privacy, scoring
+from services.sales.models import OPEN_LEAD_STATUSES, Lead
+from shared.bus import Handler, PermanentError
+from shared.events import Envelope
+
+# The behaviour an event shows, as a lead-scoring kind.
+BEHAVIOUR_EVENTS = {
+    "email.opened": "email_opened",
+    "email.clicked": "email_clicked",
+    "form.submitted": "form_submitted",
+}
+
+
+def _text(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise PermanentError(f"{name} must be a non-empty string")
+    return value
+
+
+def on_contact_erased(session: Session, event: Envelope) -> None:
+    """Right to be forgotten: anonymise what sales holds about the person and their merges."""
+    contact_id = _text(event.data, "id") or event.aggregate_id
+    merged_ids = event.data.get("merged_ids") or []
+    if not contact_id or not isinstance(merged_ids, list):
+        raise PermanentError("contact.erased needs an id and a list of merged_ids")
+    if not all(isinstance(merged, str) for merged in merged_ids):
+        raise PermanentError("contact.erased merged_ids must be ids")
+    privacy.erase_contact(session, [contact_id, *merged_ids])
+
+
+def on_contact_merged(session: Session, event: Envelope) -> None:
+    """A duplicate folded into a contact: its deals, leads and tasks follow."""
+    contact_id = _text(event.data, "id") or event.aggregate_id
+    duplicate_id = _text(event.data, "duplicate_id")
+    if not contact_id or not duplicate_id:
+        raise PermanentError("contact.merged needs id and duplicate_id")
+    if privacy.is_erased(session, contact_id):
+        return
+    privacy.repoint_contact(session, duplicate_id, contact_id)
+
+
+def _lead_of(session: Session, data: dict[str, Any]) -> Lead | None:
+    """The open lead an engagement event is about: by lead id, else by email address."""
+    lead_id = _text(data, "lead_id")
+    if lead_id:
+        lead = session.get(Lead, lead_id)
+        return lead if lead is not None and lead.status in OPEN_LEAD_STATUSES else None
+    email = _text(data, "email") or _text(data, "to")
+    if email:
+        return leads.find_open_lead_by_email(session, email)
+    contact_id = _text(data, "contact_id")
+    if contact_id:
+        return session.scalar(
+            select(Lead)
+            .where(Lead.contact_id == contact_id, Lead.status.in_(OPEN_LEAD_STATUSES))
+            .limit(1)
+        )
+    return None
+
+
+def on_engagement(session: Session, event: Envelope) -> None:
+    """Behaviour points for a lead that opened, clicked or submitted a form."""
+    lead = _lead_of(session, event.data)
+    if lead is not None:
+        kind = BEHAVIOUR_EVENTS[event.type]
+        scoring.record_behaviour(session, lead, kind, event.id, event.occurred_at)
 
 
 def handlers() -> dict[str, Handler]:
     """Every event type this service consumes, with its handler."""
-    return {}
+    table: dict[str, Handler] = dict.fromkeys(BEHAVIOUR_EVENTS, on_engagement)
+    table["contact.erased"] = on_contact_erased
+    table["contact.merged"] = on_contact_merged
+    return table

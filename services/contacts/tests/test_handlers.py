@@ -15,14 +15,12 @@ from services.contacts.models import Contact, ContactMerge, Interaction
 from shared.bus import PermanentError
 from shared.deadletters import list_dead_letters, publish_raw
 from shared.events import Envelope
-from shared.testing import wait_until
+from shared.testing import handle_event, make_event, wait_until
 from shared.worker import ServiceWorker
 
 
 def event(event_type: str, data: dict, **fields) -> Envelope:
-    return Envelope(
-        type=event_type, source="sales", aggregate_id=str(uuid.uuid4()), data=data, **fields
-    )
+    return make_event(event_type, data, source="sales", **fields)
 
 
 @pytest.fixture
@@ -35,8 +33,7 @@ def service_db(make_settings, database_url):
 
 
 def handle(db, envelope: Envelope) -> None:
-    with db.session() as session:
-        contact_handlers.handlers()[envelope.type](session, envelope)
+    handle_event(db, contact_handlers.handlers(), envelope)
 
 
 def outbox_types(db) -> list[str]:
