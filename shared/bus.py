@@ -111,6 +111,21 @@ def declare_topology(
         channel.queue_bind(settings.queue, settings.exchange, event_type)
 
 
+def prepare_queues(settings: Settings, event_types: Iterable[str]) -> None:
+    """Declare a service's queues and bindings now, before any process runs.
+
+    A queue binds only when its worker first connects; events published before that are
+    routed nowhere. `crm run` and `crm <service> migrate` call this first, so a service
+    that starts later still finds everything published for it since its queue existed.
+    """
+    connection = pika.BlockingConnection(connection_parameters(settings))
+    try:
+        declare_topology(connection.channel(), settings, event_types)
+    finally:
+        with contextlib.suppress(*CONNECTION_ERRORS):
+            connection.close()
+
+
 def with_headers(properties: pika.BasicProperties, headers: dict[str, Any]) -> Any:
     """A persistent copy of the properties with these headers (x-death dropped)."""
     kept = {

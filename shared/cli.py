@@ -61,11 +61,17 @@ def check_broker(amqp_url: str) -> bool:
 
 
 def migrate(name: str) -> None:
+    """Bring a service's database to its newest migration and declare its queues."""
+    from shared.bus import prepare_queues
     from shared.migrations import upgrade
 
     settings = load_settings(name)
-    importlib.import_module(f"{SERVICES[name].package}.models")
-    upgrade(SERVICES[name].migrations, settings.database_url)
+    spec = SERVICES[name]
+    importlib.import_module(f"{spec.package}.models")
+    upgrade(spec.migrations, settings.database_url)
+    if spec.has_worker:
+        handlers = importlib.import_module(f"{spec.package}.handlers").handlers()
+        prepare_queues(settings, handlers)
 
 
 def service_port(name: str) -> int:
@@ -120,7 +126,7 @@ def run_service(args: argparse.Namespace) -> int:
     spec = SERVICES[args.service]
     if args.action == "migrate":
         migrate(args.service)
-        _say(f"{args.service}: database at the newest migration")
+        _say(f"{args.service}: database at the newest migration, queues declared")
         return 0
     if args.action == "worker":
         if not spec.has_worker:
