@@ -17,6 +17,8 @@ ROLES = ("admin", "sales", "support", "marketing", "viewer")
 ALGORITHM = "HS256"
 ISSUER = "crm-gateway"
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# POSTs that only read (a search's filters don't fit a query string): viewers may send them.
+READ_ONLY_POST_SUFFIXES = ("/search", "/batch/read")
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,10 @@ def protect(app: Flask, settings: Settings, *, public_prefixes: tuple[str, ...] 
         if token is None:
             raise unauthorized("Authentication is required: send Authorization: Bearer <token>")
         principal = verify_token(settings, token)
-        if request.method not in READ_METHODS and not principal.may_write:
+        reads = request.method in READ_METHODS or (
+            request.method == "POST" and path.rstrip("/").endswith(READ_ONLY_POST_SUFFIXES)
+        )
+        if not reads and not principal.may_write:
             raise forbidden("The viewer role is read only")
         g.principal = principal
 

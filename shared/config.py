@@ -114,4 +114,8 @@ def load_settings(service: str, environ: Mapping[str, str] | None = None) -> Set
         service_urls=service_urls,
         admin_email=_env(env, "CRM_ADMIN_EMAIL", "admin@example.com"),
         admin_password=_env(env, "CRM_ADMIN_PASSWORD", "admin"),
+        extra={
+            "form_rate_limit": _int(env, "CRM_FORM_RATE_LIMIT", 10),
+            "form_rate_window_seconds": _int(env, "CRM_FORM_RATE_WINDOW_SECONDS", 60),
+        },
     )

@@ -236,6 +236,18 @@ def test_a_viewer_may_read_but_not_write(client, gateway, upstream):
     assert [call["method"] for call in upstream.calls] == ["GET"]
 
 
+def test_a_viewer_may_search_and_batch_read_but_not_batch_write(client, gateway, upstream):
+    viewer = token_for(gateway, "viewer")
+
+    assert client.post("/api/v1/deals/search", json={}, headers=viewer).status_code == 201
+    assert client.post("/api/v1/leads/batch/read", json={}, headers=viewer).status_code == 201
+    assert client.post("/api/v1/deals/batch/create", json={}, headers=viewer).status_code == 403
+    assert [call["path"] for call in upstream.calls] == [
+        "/api/v1/deals/search",
+        "/api/v1/leads/batch/read",
+    ]
+
+
 def test_a_large_upload_is_forwarded_intact(client, gateway):
     body = b"first_name,email\n" + b"Ann,ann@example.com\n" * 200_000
 

@@ -31,7 +31,7 @@ def make_database(settings: Settings) -> Database:
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the sales API: settings, database, shared conventions, blueprints."""
     from services.sales.deals_api import deals_api
-    from services.sales.forms_api import forms_api
+    from services.sales.forms_api import forms_api, trusted_proxy
     from services.sales.leads_api import leads_api
     from services.sales.pipelines import ensure_default_pipeline
     from services.sales.pipelines_api import pipelines_api
@@ -46,6 +46,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         with db.session() as session:
             ensure_default_pipeline(session)
     app = Flask(__name__)
+    trusted_proxy(app)
     init_app(app, settings, db)
     protect(app, settings, public_prefixes=PUBLIC_PREFIXES)
     app.register_error_handler(IntegrityError, _integrity_conflict)

@@ -64,6 +64,8 @@ class Lead(Base):
     score: Mapped[int] = mapped_column(default=0)
     rule_points: Mapped[int] = mapped_column(default=0)
     behaviour_points: Mapped[int] = mapped_column(default=0)
+    # The rules that matched when rule_points was last computed: the score's explanation.
+    score_rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     owner_id: Mapped[str | None] = mapped_column(String(36), index=True)
     custom_fields: Mapped[dict[str, Any]] = mapped_column(default=dict)
     unqualified_reason: Mapped[str | None] = mapped_column(String(500))
