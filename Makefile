@@ -28,6 +28,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python bench/events.py
 	$(VENV)/bin/python bench/contacts_import.py
+	$(VENV)/bin/python bench/sales_reports.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

@@ -11,10 +11,10 @@ a repair or a check.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import BigInteger, cast, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -31,12 +31,12 @@ def key_of(deal: Deal) -> Key | None:
     return (deal.stage_id, deal.owner_id or "", deal.currency, month)
 
 
-def snapshot(deal: Deal) -> tuple[Key | None, Decimal]:
-    """What a deal contributes now: take it before a change, hand it to `moved()` after."""
-    return key_of(deal), Decimal(deal.amount or 0)
+def snapshot(deal: Deal) -> tuple[Key | None, int]:
+    """What a deal contributes now (key, cents): take it before a change, give it to `moved()`."""
+    return key_of(deal), int((Decimal(deal.amount or 0) * 100).to_integral_value(ROUND_HALF_UP))
 
 
-def moved(session: Session, before: tuple[Key | None, Decimal], deal: Deal) -> None:
+def moved(session: Session, before: tuple[Key | None, int], deal: Deal) -> None:
     """Move a deal's contribution from what `snapshot()` saw to what it is now."""
     after = snapshot(deal)
     if before == after:
@@ -50,8 +50,8 @@ def account(session: Session, deal: Deal, sign: int) -> None:
     _add(session, snapshot(deal), sign)
 
 
-def _add(session: Session, contribution: tuple[Key | None, Decimal], sign: int) -> None:
-    key, amount = contribution
+def _add(session: Session, contribution: tuple[Key | None, int], sign: int) -> None:
+    key, cents = contribution
     if key is None:
         return
     stage_id, owner_key, currency, month = key
@@ -61,7 +61,7 @@ def _add(session: Session, contribution: tuple[Key | None, Decimal], sign: int) 
         "currency": currency,
         "close_month": month,
         "count": sign,
-        "amount": amount * sign,
+        "amount_cents": cents * sign,
     }
     dialect = session.get_bind().dialect.name
     if dialect in ("postgresql", "sqlite"):
@@ -71,7 +71,7 @@ def _add(session: Session, contribution: tuple[Key | None, Decimal], sign: int) 
             index_elements=["stage_id", "owner_key", "currency", "close_month"],
             set_={
                 "count": DealTotal.count + statement.excluded.count,
-                "amount": DealTotal.amount + statement.excluded.amount,
+                "amount_cents": DealTotal.amount_cents + statement.excluded.amount_cents,
             },
         )
         session.execute(statement)
@@ -81,7 +81,7 @@ def _add(session: Session, contribution: tuple[Key | None, Decimal], sign: int) 
             session.execute(insert(DealTotal).values(**values))
         else:
             row.count += sign
-            row.amount += amount * sign
+            row.amount_cents += cents * sign
     session.execute(
         delete(DealTotal).where(
             DealTotal.stage_id == stage_id,
@@ -120,7 +120,7 @@ def _insert_from_deals(session: Session, condition: object) -> None:
             Deal.currency,
             month,
             func.count(),
-            func.coalesce(func.sum(Deal.amount), 0),
+            func.coalesce(func.sum(cast(func.round(Deal.amount * 100), BigInteger)), 0),
         )
         .where(Deal.status == "open")
         .group_by(Deal.stage_id, owner, Deal.currency, month)
@@ -129,7 +129,7 @@ def _insert_from_deals(session: Session, condition: object) -> None:
         query = query.where(condition)
     session.execute(
         insert(DealTotal).from_select(
-            ["stage_id", "owner_key", "currency", "close_month", "count", "amount"], query
+            ["stage_id", "owner_key", "currency", "close_month", "count", "amount_cents"], query
         )
     )
 

@@ -88,10 +88,10 @@ def test_an_erasure_keeps_the_pipeline_figures(service_db):
     new_deal(db, contact_id=person)
     handle(db, make_event("contact.erased", {"id": person, "merged_ids": []}))
     with db.session() as session:
-        before = session.execute(sa.select(DealTotal.count, DealTotal.amount)).all()
+        before = session.execute(sa.select(DealTotal.count, DealTotal.amount_cents)).all()
         totals.rebuild(session)
-        assert session.execute(sa.select(DealTotal.count, DealTotal.amount)).all() == before
-        assert before == [(1, Decimal("1250.00"))]
+        assert session.execute(sa.select(DealTotal.count, DealTotal.amount_cents)).all() == before
+        assert before == [(1, 125000)]
 
 
 def test_a_merged_contact_takes_over_the_duplicates_deals_leads_and_tasks(service_db):
