@@ -73,14 +73,15 @@ class EventTap:
 
 @pytest.fixture
 def system(tmp_path, amqp_url, amqp_prefix) -> Iterator[tuple[str, EventTap]]:
-    ports = {name: free_port() for name in ("gateway", "contacts")}
+    from shared.cli import SERVICES
+
+    ports = {name: free_port() for name in SERVICES}
     env = {
         **os.environ,
+        **{f"CRM_{name.upper()}_PORT": str(port) for name, port in ports.items()},
         "CRM_DATA_DIR": str(tmp_path / "var"),
         "CRM_AMQP_URL": amqp_url,
         "CRM_AMQP_PREFIX": amqp_prefix,
-        "CRM_GATEWAY_PORT": str(ports["gateway"]),
-        "CRM_CONTACTS_PORT": str(ports["contacts"]),
         "CRM_RETRY_DELAYS": "0.2,0.5",
         "CRM_RELAY_IDLE_SECONDS": "0.05",
         "GUNICORN_WORKERS": "2",
@@ -89,8 +90,9 @@ def system(tmp_path, amqp_url, amqp_prefix) -> Iterator[tuple[str, EventTap]]:
     }
     from conftest import remember_queue
 
-    for suffix in ("", ".dlq", ".retry.200ms", ".retry.500ms"):
-        remember_queue(amqp_prefix, f"{amqp_prefix}contacts.events{suffix}")
+    for name in (name for name, spec in SERVICES.items() if spec.has_worker):
+        for suffix in ("", ".dlq", ".retry.200ms", ".retry.500ms"):
+            remember_queue(amqp_prefix, f"{amqp_prefix}{name}.events{suffix}")
     tap = EventTap(amqp_url, amqp_prefix)
     process = subprocess.Popen(
         [sys.executable, "-m", "shared.cli", "run"],
@@ -103,9 +105,8 @@ def system(tmp_path, amqp_url, amqp_prefix) -> Iterator[tuple[str, EventTap]]:
     base = f"http://127.0.0.1:{ports['gateway']}"
     try:
         wait_until_up(f"{base}/health", process, time.monotonic() + 60)
-        wait_until_up(
-            f"http://127.0.0.1:{ports['contacts']}/health", process, time.monotonic() + 30
-        )
+        for port in ports.values():
+            wait_until_up(f"http://127.0.0.1:{port}/health", process, time.monotonic() + 30)
         yield base, tap
     finally:
         tap.close()
@@ -241,3 +242,72 @@ def test_the_running_system_is_ready_and_counts_requests_of_every_worker(system)
         if line.startswith("crm_http_requests_total{") and 'endpoint="/health"' in line
     ]
     assert sum(counted) >= 6, metrics[:2000]
+
+
+def _login(api: str) -> requests.Session:
+    login = requests.post(
+        f"{api}/auth/token",
+        json={"email": "boss@example.com", "password": "correct horse"},
+        timeout=TIMEOUT,
+    )
+    assert login.status_code == 200
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {login.json()['access_token']}"
+    return session
+
+
+def _eventually(fetch, check, timeout: float = 20):
+    """Poll `fetch()` until `check(answer)` holds; the last answer either way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = fetch()
+        if check(answer) or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.2)
+
+
+def _win(session: requests.Session, api: str, deal_id: str) -> None:
+    won = session.post(f"{api}/deals/{deal_id}/win", json={}, timeout=TIMEOUT)
+    assert won.status_code == 200, won.text
+
+
+def test_a_web_lead_converted_and_won_becomes_a_customer_once(system, amqp_url, amqp_prefix):
+    base, tap = system
+    api = f"{base}/api/v1"
+    form = {"first_name": "Grace", "last_name": "Hopper", "email": "grace@navy.example"}
+    assert requests.post(f"{api}/forms/leads", data=form, timeout=TIMEOUT).status_code == 202
+    session = _login(api)
+    [lead] = session.get(f"{api}/leads?email=grace@navy.example", timeout=TIMEOUT).json()["items"]
+
+    body = {"deal": {"name": "Navy compilers", "amount": "500.00", "currency": "EUR"}}
+    converted = session.post(f"{api}/leads/{lead['id']}/convert", json=body, timeout=TIMEOUT)
+    assert converted.status_code == 200, converted.text
+    contact_id, deal_id = converted.json()["contact_id"], converted.json()["deal_id"]
+    [event] = tap.wait_for("lead.converted")
+    assert event["data"]["contact_id"] == contact_id
+
+    def contact() -> requests.Response:
+        return session.get(f"{api}/contacts/{contact_id}", timeout=TIMEOUT)
+
+    made = _eventually(contact, lambda r: r.status_code == 200)
+    assert made.status_code == 200 and made.json()["email"] == "grace@navy.example"
+
+    _win(session, api, deal_id)
+    [won] = tap.wait_for("deal.won")
+    customer = _eventually(contact, lambda r: r.json()["lifetime_value"]["amount"] == "500.00")
+    assert customer.json()["lifecycle_stage"] == "customer"
+
+    # The broker delivers the same deal.won again: it must not count twice.
+    from shared.config import load_settings
+    from shared.deadletters import publish_raw
+
+    settings = load_settings("sales").with_overrides(amqp_url=amqp_url, amqp_prefix=amqp_prefix)
+    publish_raw(settings, "deal.won", json.dumps(won).encode())
+    second = session.post(
+        f"{api}/deals",
+        json={"name": "Navy support", "contact_id": contact_id, "amount": "100.00"},
+        timeout=TIMEOUT,
+    ).json()
+    _win(session, api, second["id"])
+    final = _eventually(contact, lambda r: r.json()["lifetime_value"]["amount"] != "500.00")
+    assert final.json()["lifetime_value"] == {"amount": "600.00", "currency": "EUR"}

@@ -17,14 +17,16 @@ ROOT = Path(__file__).resolve().parents[1]
 def _services():
     from gateway.models import Base as GatewayBase
     from services.contacts.models import Base as ContactsBase
+    from services.sales.models import Base as SalesBase
 
     return {
         "contacts": (ROOT / "services/contacts/migrations", ContactsBase.metadata),
         "gateway": (ROOT / "gateway/migrations", GatewayBase.metadata),
+        "sales": (ROOT / "services/sales/migrations", SalesBase.metadata),
     }
 
 
-@pytest.mark.parametrize("service", ["contacts", "gateway"])
+@pytest.mark.parametrize("service", ["contacts", "gateway", "sales"])
 def test_migrating_an_empty_database_matches_the_models(service, database_url):
     script_location, metadata = _services()[service]
     Database.define_messaging_tables(metadata)
