@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, request
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.contacts import domain, privacy
@@ -21,6 +19,7 @@ from services.contacts.queries import (
 )
 from services.contacts.schemas import ContactInSchema, MergeSchema, contact_view
 from shared.auth import current_principal
+from shared.batch import read_batch, run_batch
 from shared.idempotency import idempotent
 from shared.pagination import list_params, page_answer, paginate, parse_sort
 from shared.schemas import BatchInputsSchema, BatchReadSchema, SearchSchema
@@ -121,38 +120,6 @@ def search_contacts() -> Any:
         return page_answer([contact_view(c) for c in rows], next_cursor)
 
 
-def _failure(index: int, error: ApiError) -> dict[str, Any]:
-    result = {"index": index, "status": error.status, "title": error.title}
-    if error.detail:
-        result["detail"] = error.detail
-    if error.errors:
-        result["errors"] = error.errors
-    return result
-
-
-def run_batch(
-    inputs: list[Any], apply: Callable[[Session, Any], Contact], success_status: int
-) -> Response:
-    """Apply each input in its own savepoint: one failing input does not undo the others."""
-    results = []
-    with current_db().session() as session:
-        for index, raw in enumerate(inputs):
-            try:
-                with session.begin_nested():
-                    contact = apply(session, raw)
-                    item = contact_view(contact)
-                results.append({"index": index, "status": success_status, "item": item})
-            except ApiError as error:
-                results.append(_failure(index, error))
-            except IntegrityError:
-                conflict = ApiError(409, "Conflict", "The change conflicts with an existing record")
-                results.append(_failure(index, conflict))
-    all_ok = all(result["status"] == success_status for result in results)
-    response = jsonify({"results": results})
-    response.status_code = success_status if all_ok else 207
-    return response
-
-
 @contacts_api.post("/batch/create")
 def batch_create() -> Any:
     inputs = load_body(BatchInputsSchema())["inputs"]
@@ -161,7 +128,7 @@ def batch_create() -> Any:
     def apply(session: Session, raw: Any) -> Contact:
         return domain.create_contact(session, load_or_422(contact_in, raw), actor)
 
-    return run_batch(inputs, apply, 201)
+    return run_batch(inputs, apply, contact_view, 201)
 
 
 @contacts_api.post("/batch/update")
@@ -175,26 +142,13 @@ def batch_update() -> Any:
         contact = domain.get_contact(session, changes.pop("id"), for_update=True)
         return domain.update_contact(session, contact, changes)
 
-    return run_batch(inputs, apply, 200)
+    return run_batch(inputs, apply, contact_view, 200)
 
 
 @contacts_api.post("/batch/read")
 def batch_read() -> Any:
     ids = [str(i) for i in load_body(BatchReadSchema())["ids"]]
-    with current_db().session() as session:
-        found = {c.id: c for c in session.scalars(select(Contact).where(Contact.id.in_(ids)))}
-        results = []
-        for index, contact_id in enumerate(ids):
-            if contact_id in found:
-                results.append(
-                    {"index": index, "status": 200, "item": contact_view(found[contact_id])}
-                )
-            else:
-                missing = ApiError(404, "Not Found", f"Contact {contact_id} does not exist")
-                results.append(_failure(index, missing))
-    response = jsonify({"results": results})
-    response.status_code = 200 if len(found) == len(set(ids)) else 207
-    return response
+    return read_batch(ids, Contact, contact_view)
 
 
 @contacts_api.post("/<uuid:contact_id>/merge")

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, request
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.sales import deals
@@ -31,13 +30,12 @@ from services.sales.schemas import (
     refuse_nul,
 )
 from shared.auth import require_role
+from shared.batch import read_batch, run_batch
 from shared.idempotency import idempotent
 from shared.pagination import list_params, page_answer, paginate, parse_sort
 from shared.schemas import BatchInputsSchema, BatchReadSchema, SearchSchema
 from shared.search import search_condition
 from shared.web import (
-    ApiError,
-    conflict,
     created,
     current_db,
     expected_version,
@@ -185,37 +183,6 @@ def search_deals() -> Any:
         return page_answer([deal_view(deal) for deal in rows], next_cursor)
 
 
-def _failure(index: int, error: ApiError) -> dict[str, Any]:
-    result: dict[str, Any] = {"index": index, "status": error.status, "title": error.title}
-    if error.detail:
-        result["detail"] = error.detail
-    if error.errors:
-        result["errors"] = error.errors
-    return result
-
-
-def run_batch(
-    inputs: list[Any], apply: Callable[[Session, Any], Deal], success_status: int
-) -> Response:
-    """Apply each input in its own savepoint: one failing input does not undo the others."""
-    results = []
-    with current_db().session() as session:
-        for index, raw in enumerate(inputs):
-            try:
-                with session.begin_nested():
-                    item = deal_view(apply(session, raw))
-                results.append({"index": index, "status": success_status, "item": item})
-            except ApiError as error:
-                results.append(_failure(index, error))
-            except IntegrityError:
-                clash = conflict("The change conflicts with an existing record")
-                results.append(_failure(index, clash))
-    all_ok = all(result["status"] == success_status for result in results)
-    response = jsonify({"results": results})
-    response.status_code = success_status if all_ok else 207
-    return response
-
-
 @deals_api.post("/deals/batch/create")
 def batch_create() -> Any:
     """Create up to 100 deals; 207 with a result per input when some fail."""
@@ -225,7 +192,7 @@ def batch_create() -> Any:
     def apply(session: Session, raw: Any) -> Deal:
         return deals.create_deal(session, load_or_422(deal_in, raw), actor)
 
-    return run_batch(inputs, apply, 201)
+    return run_batch(inputs, apply, deal_view, 201)
 
 
 @deals_api.post("/deals/batch/update")
@@ -241,23 +208,11 @@ def batch_update() -> Any:
         deal = deals.get_deal(session, changes.pop("id"), for_update=True)
         return deals.update_deal(session, deal, changes)
 
-    return run_batch(inputs, apply, 200)
+    return run_batch(inputs, apply, deal_view, 200)
 
 
 @deals_api.post("/deals/batch/read")
 def batch_read() -> Any:
     """Read up to 100 deals by id; 207 when some are missing."""
     ids = [str(deal_id) for deal_id in load_body(BatchReadSchema())["ids"]]
-    with current_db().session() as session:
-        found = {deal.id: deal for deal in session.scalars(select(Deal).where(Deal.id.in_(ids)))}
-        results = []
-        for index, deal_id in enumerate(ids):
-            if deal_id in found:
-                results.append({"index": index, "status": 200, "item": deal_view(found[deal_id])})
-            else:
-                results.append(
-                    _failure(index, ApiError(404, "Not Found", f"deal {deal_id} does not exist"))
-                )
-    response = jsonify({"results": results})
-    response.status_code = 200 if len(found) == len(set(ids)) else 207
-    return response
+    return read_batch(ids, Deal, deal_view)
