@@ -119,3 +119,10 @@ def load_settings(service: str, environ: Mapping[str, str] | None = None) -> Set
             "form_rate_window_seconds": _int(env, "CRM_FORM_RATE_WINDOW_SECONDS", 60),
         },
     )
+
+
+def service_settings(service: str, overrides: Mapping[str, Any] | None = None) -> Settings:
+    """A service's settings from the environment, with the fields of `overrides` (tests)."""
+    settings = load_settings(service)
+    known = {k: v for k, v in (overrides or {}).items() if hasattr(settings, k)}
+    return settings.with_overrides(**known)

@@ -89,15 +89,40 @@ def encode_cursor(sort: list[SortKey], values: list[Any]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, sort: list[SortKey]) -> list[Any]:
-    """The last row's sort values from a cursor made for the same sort, else 422."""
+def _expected_type(column: ColumnElement[Any]) -> type | None:
+    try:
+        return column.type.python_type
+    except NotImplementedError:
+        return None
+
+
+def _check_type(value: Any, column: ColumnElement[Any]) -> Any:
+    """A cursor value must be what its column holds: a crafted one must not reach the SQL."""
+    expected = _expected_type(column)
+    if value is None or expected is None or isinstance(value, expected):
+        return value
+    if expected is Decimal and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise TypeError(f"a cursor value is not a {expected.__name__}")
+
+
+def decode_cursor(
+    cursor: str, sort: list[SortKey], columns: list[ColumnElement[Any]] | None = None
+) -> list[Any]:
+    """The last row's sort values from a cursor made for the same sort, else 422.
+
+    With `columns` (the sort columns, then the id column) each value's type is checked too.
+    """
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
         names = [k.name + ("-" if k.descending else "") for k in sort]
         if payload["s"] != names or len(payload["v"]) != len(sort) + 1:
             raise ValueError("cursor made for another sort")
-        return [_decode_value(v) for v in payload["v"]]
+        values = [_decode_value(v) for v in payload["v"]]
+        if columns is not None:
+            values = [_check_type(v, c) for v, c in zip(values, columns, strict=True)]
+        return values
     except (ValueError, KeyError, TypeError, json.JSONDecodeError):
         raise invalid({"cursor": ["Not a valid cursor for this list and sort."]}) from None
 
@@ -124,7 +149,8 @@ def paginate(
     keys = [(k.column, k.descending) for k in sort]
     keys.append((id_column, sort[-1].descending if sort else False))
     if cursor:
-        statement = statement.where(_after(keys, decode_cursor(cursor, sort)))
+        values = decode_cursor(cursor, sort, [column for column, _ in keys])
+        statement = statement.where(_after(keys, values))
     order = [column.desc() if descending else column.asc() for column, descending in keys]
     rows = list(session.scalars(statement.order_by(*order).limit(limit + 1)))
     if len(rows) <= limit:

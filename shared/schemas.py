@@ -6,12 +6,24 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-from marshmallow import RAISE, Schema, fields, post_load, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, post_load, pre_load, validate
 
 from shared.search import OPERATORS
 
 CURRENCY = validate.Regexp(r"^[A-Z]{3}$", error="Use an ISO 4217 code such as EUR.")
 MAX_AMOUNT = Decimal("999999999999.99")
+NUL_MESSAGE = "Text cannot contain NUL (\\u0000) characters."
+
+
+def holds_nul(value: Any) -> bool:
+    """Whether a JSON value holds a NUL character anywhere (PostgreSQL cannot store one)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(holds_nul(key) or holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(holds_nul(item) for item in value)
+    return False
 
 
 def uuid_string() -> fields.Field:
@@ -20,10 +32,19 @@ def uuid_string() -> fields.Field:
 
 
 class StrictSchema(Schema):
-    """Unknown fields are an error (API.md), and UUIDs come out as strings."""
+    """Unknown fields are an error (API.md), UUIDs come out as strings, and no text may
+    hold a NUL character (PostgreSQL cannot store one: it would be a 500, not a 422)."""
 
     class Meta:
         unknown = RAISE
+
+    @pre_load
+    def no_nul_characters(self, data: Any, **_: Any) -> Any:
+        if isinstance(data, dict):
+            bad = sorted(str(key) for key, value in data.items() if holds_nul([key, value]))
+            if bad:
+                raise ValidationError({key: [NUL_MESSAGE] for key in bad})
+        return data
 
     @post_load
     def uuids_as_strings(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:

@@ -17,6 +17,10 @@ OPERATORS = ("eq", "neq", "lt", "lte", "gt", "gte", "in", "contains", "starts_wi
 KINDS = ("string", "number", "datetime", "date", "boolean", "id")
 
 
+# Larger than any amount or count a CRM holds, small enough for every database's numbers.
+MAX_NUMBER = Decimal("1e15")
+
+
 class BadFilter(ValueError):
     """A filter that names an unknown field or carries a value of the wrong type."""
 
@@ -41,9 +45,12 @@ def _coerce(kind: str, value: Any) -> Any:
         if isinstance(value, bool):
             raise BadFilter("Expected a number.")
         try:
-            return Decimal(str(value))
+            number = Decimal(str(value))
         except InvalidOperation:
             raise BadFilter("Expected a number.") from None
+        if not number.is_finite() or abs(number) > MAX_NUMBER:
+            raise BadFilter(f"Expected a number between -{MAX_NUMBER} and {MAX_NUMBER}.")
+        return number
     if kind == "boolean":
         if not isinstance(value, bool):
             raise BadFilter("Expected true or false.")
@@ -57,7 +64,10 @@ def _coerce(kind: str, value: Any) -> Any:
         moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         raise BadFilter("Expected an ISO 8601 date-time.") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:  # compared in UTC: that is how every service stores its times
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except OverflowError:
+        raise BadFilter("The date-time is out of range.") from None
 
 
 def column_condition(column: ColumnElement[Any], kind: str, operator: str, value: Any) -> Any:

@@ -23,6 +23,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from sqlalchemy.exc import DataError, IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from shared.config import DEV_JWT_SECRET, Settings
@@ -185,6 +186,11 @@ def _start_request() -> None:
     g.request_id = incoming if _REQUEST_ID_PATTERN.match(incoming) else str(uuid.uuid4())
     g.request_token = correlation_id.set(g.request_id)
     g.request_started = time.perf_counter()
+    if "\x00" in request.path:
+        raise ApiError(400, "Bad Request", "The URL cannot contain NUL (%00) characters")
+    bad = sorted({name for name, value in request.args.items(multi=True) if "\x00" in value})
+    if bad:  # PostgreSQL cannot compare with such text: refuse it here, not with a 500
+        raise invalid({name: ["Cannot contain NUL (%00) characters."] for name in bad})
 
 
 def _finish_request(response: Response) -> Response:
@@ -217,6 +223,20 @@ def _teardown_request(_error: BaseException | None) -> None:
 
 def _handle_api_error(error: ApiError) -> Response:
     return problem(error.status, error.title, error.detail, error.errors, error.headers)
+
+
+def _handle_integrity_error(_error: IntegrityError) -> Response:
+    # Two writers raced for the same unique value; the loser gets a clean 409.
+    return problem(409, "Conflict", "The change conflicts with an existing record")
+
+
+def _handle_data_error(error: DataError) -> Response:
+    # Input that passed validation but not the database (a value out of its range, text
+    # it can't store): the client's fault, so a 422, and the transaction was rolled back.
+    log.warning("the database refused a value: %s", type(error.orig).__name__)
+    return problem(
+        422, "Unprocessable Entity", "A value is out of the range the database can store"
+    )
 
 
 def _handle_http_exception(error: HTTPException) -> Response:
@@ -300,6 +320,8 @@ def init_app(app: Flask, settings: Settings, db: Database | None) -> None:
     app.teardown_request(_teardown_request)
     app.register_error_handler(ApiError, _handle_api_error)
     app.register_error_handler(HTTPException, _handle_http_exception)
+    app.register_error_handler(DataError, _handle_data_error)
+    app.register_error_handler(IntegrityError, _handle_integrity_error)
     app.register_error_handler(Exception, _handle_unexpected)
     app.register_blueprint(_ops_blueprint(settings, db))
     if settings.jwt_secret == DEV_JWT_SECRET and not app.testing:

@@ -5,21 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
-from sqlalchemy.exc import IntegrityError
 
 from services.contacts.models import Base
 from shared.auth import protect
-from shared.config import Settings, load_settings
+from shared.config import Settings, service_settings
 from shared.db import Database
-from shared.web import init_app, problem
+from shared.web import init_app
 
 SERVICE = "contacts"
 
 
 def make_settings(test_config: dict[str, Any] | None = None) -> Settings:
-    settings = load_settings(SERVICE)
-    overrides = {k: v for k, v in (test_config or {}).items() if hasattr(settings, k)}
-    return settings.with_overrides(**overrides)
+    return service_settings(SERVICE, test_config)
 
 
 def make_database(settings: Settings) -> Database:
@@ -40,14 +37,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     init_app(app, settings, db)
     protect(app, settings)
-    app.register_error_handler(IntegrityError, _integrity_conflict)
     app.register_blueprint(transfer_api)
     app.register_blueprint(contacts_api)
     app.register_blueprint(timeline_api)
     app.register_blueprint(companies_api)
     return app
-
-
-def _integrity_conflict(_error: IntegrityError) -> Any:
-    # Two writers raced for the same unique value; the loser gets a clean 409.
-    return problem(409, "Conflict", "The change conflicts with an existing record")

@@ -5,13 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
-from sqlalchemy.exc import IntegrityError
 
 from services.sales.models import Base
 from shared.auth import protect
-from shared.config import Settings, load_settings
+from shared.config import Settings, service_settings
 from shared.db import Database
-from shared.web import init_app, problem
+from shared.web import init_app
 
 SERVICE = "sales"
 # The web-form endpoint takes leads from anyone: no token, its own limits instead.
@@ -19,9 +18,7 @@ PUBLIC_PREFIXES = ("/api/v1/forms/",)
 
 
 def make_settings(test_config: dict[str, Any] | None = None) -> Settings:
-    settings = load_settings(SERVICE)
-    overrides = {k: v for k, v in (test_config or {}).items() if hasattr(settings, k)}
-    return settings.with_overrides(**overrides)
+    return service_settings(SERVICE, test_config)
 
 
 def make_database(settings: Settings) -> Database:
@@ -49,7 +46,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     trusted_proxy(app)
     init_app(app, settings, db)
     protect(app, settings, public_prefixes=PUBLIC_PREFIXES)
-    app.register_error_handler(IntegrityError, _integrity_conflict)
     for blueprint in (
         leads_api,
         scoring_api,
@@ -61,8 +57,3 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     ):
         app.register_blueprint(blueprint)
     return app
-
-
-def _integrity_conflict(_error: IntegrityError) -> Any:
-    # Two writers raced for the same unique value; the loser gets a clean 409.
-    return problem(409, "Conflict", "The change conflicts with an existing record")

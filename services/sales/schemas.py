@@ -13,21 +13,27 @@ from marshmallow import (
     ValidationError,
     fields,
     post_load,
-    pre_load,
     validate,
     validates_schema,
 )
 
 from services.sales.models import DEAL_STATUSES
 from shared.events import isoformat
-from shared.schemas import MAX_AMOUNT, StrictSchema, currency_field, money, uuid_string
+from shared.schemas import (
+    MAX_AMOUNT,
+    NUL_MESSAGE,
+    StrictSchema,
+    currency_field,
+    holds_nul,
+    money,
+    uuid_string,
+)
 from shared.web import invalid, load_body, load_or_422
 
 NOT_BLANK = validate.Regexp(r"^\s*\S", error="Cannot be blank.")
 NAME = [validate.Length(min=1, max=200), NOT_BLANK]
 PROBABILITY = validate.Range(min=0, max=100)
 CENT = Decimal("0.01")
-NUL_MESSAGE = "Text cannot contain NUL (\\u0000) characters."
 # How far ahead of our clock a client's "now" may be.
 CLOCK_SKEW = timedelta(minutes=5)
 # Fields that only the deal actions change, with where to go instead.
@@ -79,17 +85,6 @@ class UtcDateTime(fields.AwareDateTime):
             raise self.make_error("range") from None
 
 
-def holds_nul(value: Any) -> bool:
-    """Whether a JSON value holds a NUL character anywhere (PostgreSQL cannot store one)."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(holds_nul(key) or holds_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(holds_nul(item) for item in value)
-    return False
-
-
 def refuse_nul(data: dict[str, Any]) -> None:
     """422 naming the fields of loaded input that hold a NUL character."""
     bad = sorted(key for key, value in data.items() if holds_nul(value))
@@ -98,15 +93,7 @@ def refuse_nul(data: dict[str, Any]) -> None:
 
 
 class SalesSchema(StrictSchema):
-    """Strict (unknown fields are an error), and no text may hold a NUL character."""
-
-    @pre_load
-    def no_nul_characters(self, data: Any, **_: Any) -> Any:
-        if isinstance(data, dict):
-            bad = sorted(str(key) for key, value in data.items() if holds_nul([key, value]))
-            if bad:
-                raise ValidationError({key: [NUL_MESSAGE] for key in bad})
-        return data
+    """The sales schemas' base: strict, and no text may hold a NUL character (shared)."""
 
 
 def parse_args(schema: Schema, args: Any) -> dict[str, Any]:

@@ -112,3 +112,57 @@ def test_malformed_ids_are_404(client, method, rule):
     response = client.open(rule.replace("<uuid:", "x").replace(">", "y"), method=method, json={})
     assert response.status_code == 404
     assert response.mimetype == "application/problem+json"
+
+
+def test_nul_characters_in_a_body_are_422_and_change_nothing(client, db):
+    before = snapshot(db)
+    response = client.post("/api/v1/contacts", json={"first_name": "A\u0000da"})
+    assert response.status_code == 422
+    assert response.get_json()["errors"] == {
+        "first_name": ["Text cannot contain NUL (\\u0000) characters."]
+    }
+    assert snapshot(db) == before
+
+
+def test_nul_characters_in_query_parameters_are_422(client):
+    response = client.get("/api/v1/contacts?q=a%00b")
+    assert response.status_code == 422 and "q" in response.get_json()["errors"]
+    assert response.mimetype == "application/problem+json"
+
+
+@pytest.mark.parametrize("value", ["1e999999", "-1e16", "NaN", "Infinity"])
+def test_search_numbers_out_of_range_are_422(client, value):
+    search = {
+        "filter_groups": [
+            {"filters": [{"field": "lifetime_value", "operator": "gt", "value": value}]}
+        ]
+    }
+    response = client.post("/api/v1/contacts/search", json=search)
+    assert response.status_code == 422
+
+
+def test_a_cursor_crafted_with_a_value_of_the_wrong_type_is_a_4xx(client):
+    from services.contacts.queries import CONTACT_SORTS
+    from shared.pagination import encode_cursor, parse_sort
+
+    sort = parse_sort("-created_at", CONTACT_SORTS, "-created_at")
+    cursor = encode_cursor(sort, ["not a time", "not an id"])
+    response = client.get(f"/api/v1/contacts?cursor={cursor}")
+    assert 400 <= response.status_code < 500
+
+
+def test_search_times_with_an_offset_compare_in_utc(client, make_contact):
+    contact = make_contact()
+    created = contact["created_at"]  # ...Z
+    from datetime import datetime, timedelta, timezone
+
+    moment = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    # The same instant written in UTC+02:00, one second later: the contact is before it.
+    later = (moment + timedelta(seconds=1)).astimezone(timezone(timedelta(hours=2)))
+    search = {
+        "filter_groups": [
+            {"filters": [{"field": "created_at", "operator": "lt", "value": later.isoformat()}]}
+        ]
+    }
+    items = client.post("/api/v1/contacts/search", json=search).get_json()["items"]
+    assert [item["id"] for item in items] == [contact["id"]]
