@@ -113,8 +113,11 @@ def add_deals(db: Database, count: int, seed: int) -> float:
     with db.session() as session:
         totals.rebuild(session)
     if db.is_postgres:
-        with db.engine.connect() as connection:
-            connection.execute(sa.text("ANALYZE"))
+        # What autovacuum does to a settled table: statistics, and the visibility map
+        # that lets the covering index answer the won-deals part without the table.
+        autocommit = db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        with autocommit.connect() as connection:
+            connection.execute(sa.text("VACUUM ANALYZE"))
     return time.perf_counter() - started
 
 
