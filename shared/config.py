@@ -117,6 +117,7 @@ def load_settings(service: str, environ: Mapping[str, str] | None = None) -> Set
         extra={
             "form_rate_limit": _int(env, "CRM_FORM_RATE_LIMIT", 10),
             "form_rate_window_seconds": _int(env, "CRM_FORM_RATE_WINDOW_SECONDS", 60),
+            "sla_sweep_seconds": _float(env, "CRM_SLA_SWEEP_SECONDS", 15.0),
         },
     )
 
