@@ -21,8 +21,9 @@ from shared.config import Settings, load_settings
 from shared.db import Database
 from shared.web import init_app
 
-# Token-free: logging in, and the web forms that capture leads (limited by sales itself).
-PUBLIC_PREFIXES = ("/api/v1/auth/", "/api/v1/forms/")
+# Token-free: logging in, the web forms that capture leads (limited by sales itself) and
+# the signed CSAT links customers follow from their email (checked by support).
+PUBLIC_PREFIXES = ("/api/v1/auth/", "/api/v1/forms/", "/api/v1/csat/")
 _SETTINGS_FIELDS = {field.name for field in dataclasses.fields(Settings)}
 # Keys of test_config that steer create_app itself rather than Settings or Flask.
 _OPTIONS = ("create_tables", "password_hasher")

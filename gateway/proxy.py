@@ -39,6 +39,10 @@ ROUTES: dict[str, str] = {
     "/api/v1/reports/win-rate": "sales",
     "/api/v1/reports/funnel": "sales",
     "/api/v1/reports/sales-cycle": "sales",
+    "/api/v1/tickets": "support",
+    "/api/v1/sla-policies": "support",
+    "/api/v1/csat": "support",
+    "/api/v1/reports/support": "support",
 }
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

@@ -144,6 +144,18 @@ def test_the_route_table_sends_sales_paths_to_the_sales_service():
         assert ROUTES[prefix] == "sales"
 
 
+def test_the_route_table_sends_support_paths_to_the_support_service():
+    for prefix in ("/api/v1/tickets", "/api/v1/sla-policies", "/api/v1/reports/support"):
+        assert ROUTES[prefix] == "support"
+
+
+def test_a_signed_csat_link_is_forwarded_without_a_token(client, upstream):
+    response = client.post("/api/v1/csat/some-signed-token", data={"rating": "5"})
+
+    assert response.status_code == 201
+    assert upstream.calls[-1]["path"] == "/api/v1/csat/some-signed-token"
+
+
 def test_the_public_lead_form_is_forwarded_without_a_token(client, upstream):
     response = client.post("/api/v1/forms/leads", data={"email": "web@example.com"})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -30,37 +31,61 @@ def _contact_of(session: Session, event: Envelope) -> Contact | None:
     return session.get(Contact, contact_id)
 
 
-def on_lead_converted(session: Session, event: Envelope) -> None:
-    """Create the converted lead's contact under the id sales named, or link the same email.
+def _named_contact(
+    session: Session, proposed_id: str, fields: dict[str, Any], stage: str
+) -> Contact | None:
+    """The contact another service named: made under its id, or the one with that email.
 
-    Linking publishes `contact.merged` from the named id to the existing contact, so
-    sales repoints the deal it made.
+    Linking to an existing email records an alias and publishes `contact.merged` from the
+    named id to the existing contact, so the other service repoints what it made.
     """
-    data = event.data
-    proposed_id = data.get("contact_id")
-    if not isinstance(proposed_id, str) or privacy.is_erased(session, proposed_id):
-        return
+    if privacy.is_erased(session, proposed_id):
+        return None
     existing = session.get(Contact, proposed_id) or (
-        domain.find_by_email(session, data["email"]) if data.get("email") else None
+        domain.find_by_email(session, fields["email"]) if fields.get("email") else None
     )
     if existing is None:
-        fields = {
-            k: data[k]
-            for k in ("first_name", "last_name", "email", "phone", "title", "owner_id")
-            if data.get(k)
-        }
         try:
-            values = ContactInSchema().load(
-                {"id": proposed_id, **fields, "lifecycle_stage": "opportunity"}
-            )
-            existing = domain.create_contact(session, values)
-        except Exception as error:  # the lead's data does not make a valid contact
-            raise PermanentError(f"lead.converted gives no valid contact: {error}") from error
-    elif existing.id != proposed_id:
+            values = ContactInSchema().load({"id": proposed_id, **fields, "lifecycle_stage": stage})
+            return domain.create_contact(session, values)
+        except Exception as error:  # the other service's data does not make a valid contact
+            raise PermanentError(f"no valid contact from the event: {error}") from error
+    if existing.id != proposed_id:
         privacy.record_alias(session, proposed_id, existing)
-    if existing.lifecycle_stage in ("subscriber", "lead"):
-        domain.update_contact(session, existing, {"lifecycle_stage": "opportunity"})
-    _add_to_timeline(session, existing, event)
+    return existing
+
+
+def on_lead_converted(session: Session, event: Envelope) -> None:
+    """Create the converted lead's contact under the id sales named, or link the same email."""
+    data = event.data
+    proposed_id = data.get("contact_id")
+    if not isinstance(proposed_id, str):
+        return
+    fields = {
+        k: data[k]
+        for k in ("first_name", "last_name", "email", "phone", "title", "owner_id")
+        if data.get(k)
+    }
+    contact = _named_contact(session, proposed_id, fields, "opportunity")
+    if contact is None:
+        return
+    if contact.lifecycle_stage in ("subscriber", "lead"):
+        domain.update_contact(session, contact, {"lifecycle_stage": "opportunity"})
+    _add_to_timeline(session, contact, event)
+
+
+def on_ticket_created(session: Session, event: Envelope) -> None:
+    """A ticket on the timeline; from an unknown address it makes (or links) the contact."""
+    requester = event.data.get("requester")
+    contact_id = event.data.get("contact_id")
+    if isinstance(requester, dict) and isinstance(contact_id, str) and requester.get("email"):
+        first, _, last = str(requester.get("name") or "").strip().partition(" ")
+        fields = {"email": requester["email"], "first_name": first[:100], "last_name": last[:100]}
+        contact = _named_contact(session, contact_id, fields, "lead")
+        if contact is not None:
+            _add_to_timeline(session, contact, event)
+        return
+    on_timeline_event(session, event)
 
 
 def on_deal_won(session: Session, event: Envelope) -> None:
@@ -108,6 +133,7 @@ def handlers() -> dict[str, Handler]:
         event_type: on_timeline_event for event_type in timeline.TIMELINE_EVENTS
     }
     table["lead.converted"] = on_lead_converted
+    table["ticket.created"] = on_ticket_created
     table["deal.won"] = on_deal_won
     table["contact.tag_requested"] = on_tag_requested
     return table

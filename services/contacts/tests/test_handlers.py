@@ -75,6 +75,45 @@ def test_a_converted_lead_with_a_known_email_links_the_existing_contact(service_
     assert "contact.merged" in outbox_types(db)
 
 
+def test_a_ticket_from_an_unknown_address_makes_the_contact_support_named(service_db):
+    _, db = service_db
+    contact_id = str(uuid.uuid4())
+    data = {
+        "contact_id": contact_id,
+        "ticket_id": "t1",
+        "subject": "Printer on fire",
+        "requester": {"email": "new@customer.io", "name": "Ada Byron King"},
+    }
+    handle(db, make_event("ticket.created", data, source="support"))
+    with db.session() as session:
+        contact = session.get(Contact, contact_id)
+        assert (contact.email, contact.first_name, contact.last_name) == (
+            "new@customer.io",
+            "Ada",
+            "Byron King",
+        )
+        [entry] = session.scalars(
+            sa.select(Interaction).where(Interaction.contact_id == contact_id)
+        )
+        assert entry.subject == "Printer on fire"
+
+
+def test_a_ticket_from_a_known_address_links_the_existing_contact(service_db):
+    _, db = service_db
+    existing = new_contact(db, email="known@customer.io")
+    named = str(uuid.uuid4())
+    data = {"contact_id": named, "subject": "Hi", "requester": {"email": "Known@customer.io"}}
+    handle(db, make_event("ticket.created", data, source="support"))
+    with db.session() as session:
+        assert session.get(Contact, named) is None
+        assert session.get(ContactMerge, named).contact_id == existing
+        assert (
+            session.scalar(sa.select(sa.func.count()).where(Interaction.contact_id == existing))
+            == 1
+        )
+    assert "contact.merged" in outbox_types(db)
+
+
 def test_a_won_deal_makes_a_customer_and_adds_lifetime_value(service_db):
     _, db = service_db
     contact_id = new_contact(db)
