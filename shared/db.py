@@ -102,3 +102,17 @@ class Database:
 def database_of(session: Session) -> Database:
     """The Database a session was made by (so shared helpers find their tables)."""
     return session.info["db"]
+
+
+def take_write_lock(session: Session) -> None:
+    """On SQLite (which ignores FOR UPDATE) take the database write lock before reading.
+
+    Without it two processes could read the same row, decide on what they read and both
+    write (two conversions of one lead, two CSAT ratings). PostgreSQL locks rows with
+    FOR UPDATE instead.
+    """
+    connection = session.connection()
+    if connection.dialect.name != "sqlite":
+        return
+    if not connection.connection.dbapi_connection.in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

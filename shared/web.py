@@ -101,7 +101,10 @@ def json_body() -> Any:
     """The request body as JSON, or a 400 problem saying why it is not."""
     if not request.get_data(cache=True):
         raise ApiError(400, "Bad Request", "The request body is empty; JSON was expected")
-    data = request.get_json(silent=True, force=True)
+    try:
+        data = request.get_json(silent=True, force=True)
+    except RecursionError:  # "[[[[..." deeper than the parser's stack
+        raise ApiError(400, "Bad Request", "The JSON is nested too deeply") from None
     if data is None:
         raise ApiError(400, "Bad Request", "The request body is not valid JSON")
     return data

@@ -28,6 +28,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from services.sales import leads, scoring
 from services.sales.lead_schemas import FormLeadSchema
 from services.sales.models import OPEN_LEAD_STATUSES, FormSubmission, Lead
+from shared.db import take_write_lock
 from shared.events import utcnow
 from shared.web import ApiError, current_db, current_settings, invalid, json_body, load_or_422
 
@@ -101,7 +102,7 @@ def claim_slot(session: Session, key: str, limit: int, window_seconds: int) -> F
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_advisory_xact_lock(int(key[:15], 16))))
     else:
-        leads.take_write_lock(session)
+        take_write_lock(session)
     now = utcnow()
     since = now - timedelta(seconds=window_seconds)
     recent = session.scalars(

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from services.sales import scoring
 from services.sales.lead_schemas import lead_view
 from services.sales.models import OPEN_LEAD_STATUSES, Lead, new_id
+from shared.db import take_write_lock
 from shared.events import utcnow
 from shared.outbox import record_event
 from shared.web import ApiError, check_version, conflict, invalid, not_found
@@ -58,19 +59,6 @@ def get_lead(session: Session, lead_id: str) -> Lead:
     if lead is None:
         raise not_found("Lead", lead_id)
     return lead
-
-
-def take_write_lock(session: Session) -> None:
-    """On SQLite (which ignores FOR UPDATE) take the database write lock before reading.
-
-    Without it two processes could read the same row, decide on what they read and both
-    write (two conversions of one lead). PostgreSQL locks rows with FOR UPDATE instead.
-    """
-    connection = session.connection()
-    if connection.dialect.name != "sqlite":
-        return
-    if not connection.connection.dbapi_connection.in_transaction:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def lock_lead(session: Session, lead_id: str) -> Lead:

@@ -30,6 +30,7 @@ from services.sales.models import (
     SalesSetting,
     ScoringRule,
 )
+from shared.db import take_write_lock
 from shared.events import utcnow
 from shared.web import check_version, invalid, not_found
 
@@ -167,7 +168,7 @@ def scoring_settings(session: Session) -> dict[str, Any]:
 
 def lock_settings(session: Session) -> SalesSetting:
     """The scoring settings row, made if missing, locked: rule changes take turns on it."""
-    leads.take_write_lock(session)
+    take_write_lock(session)
     row = session.get(SalesSetting, SETTINGS_KEY, with_for_update=True, populate_existing=True)
     if row is not None:
         return row
