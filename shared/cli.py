@@ -37,6 +37,7 @@ SERVICES = {
     "gateway": ServiceSpec("gateway", has_worker=False),
     "contacts": ServiceSpec("services.contacts"),
     "sales": ServiceSpec("services.sales"),
+    "support": ServiceSpec("services.support"),
 }
 
 

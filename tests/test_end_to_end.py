@@ -311,3 +311,45 @@ def test_a_web_lead_converted_and_won_becomes_a_customer_once(system, amqp_url, 
     _win(session, api, second["id"])
     final = _eventually(contact, lambda r: r.json()["lifetime_value"]["amount"] != "500.00")
     assert final.json()["lifetime_value"] == {"amount": "600.00", "currency": "EUR"}
+
+
+def test_a_ticket_from_a_new_address_makes_the_contact_and_lands_on_its_timeline(system):
+    base, tap = system
+    api = f"{base}/api/v1"
+    session = _login(api)
+    body = {
+        "subject": "Invoice is wrong",
+        "description": "Please check invoice 42",
+        "channel": "email",
+        "priority": "high",
+        "requester": {"email": "kay@customer.example", "name": "Kay Lee"},
+    }
+    created = session.post(f"{api}/tickets", json=body, timeout=TIMEOUT)
+    assert created.status_code == 201, created.text
+    ticket = created.json()
+    tap.wait_for("ticket.created")
+
+    def timeline() -> requests.Response:
+        return session.get(f"{api}/contacts/{ticket['contact_id']}/interactions", timeout=TIMEOUT)
+
+    entries = _eventually(timeline, lambda r: r.status_code == 200 and r.json()["items"])
+    assert entries.status_code == 200, entries.text
+    assert [e["subject"] for e in entries.json()["items"]] == ["Invoice is wrong"]
+    contact = session.get(f"{api}/contacts/{ticket['contact_id']}", timeout=TIMEOUT).json()
+    assert contact["email"] == "kay@customer.example"
+
+    reply = {"body": "We are on it", "public": True}
+    url = f"{api}/tickets/{ticket['id']}/comments"
+    assert session.post(url, json=reply, timeout=TIMEOUT).status_code == 201
+    resolved = session.patch(
+        f"{api}/tickets/{ticket['id']}", json={"status": "resolved"}, timeout=TIMEOUT
+    )
+    assert resolved.status_code == 200, resolved.text
+    [event] = tap.wait_for("ticket.resolved")
+    token = event["data"]["csat_token"]
+    rated = requests.post(f"{api}/csat/{token}", json={"rating": 5}, timeout=TIMEOUT)
+    assert rated.status_code in (200, 201), rated.text
+    again = requests.post(f"{api}/csat/{token}", json={"rating": 1}, timeout=TIMEOUT)
+    assert again.status_code == 409
+    subjects = _eventually(timeline, lambda r: len(r.json()["items"]) >= 3).json()["items"]
+    assert {"ticket.resolved", "ticket.csat_recorded"} <= {e.get("event_type") for e in subjects}

@@ -18,15 +18,17 @@ def _services():
     from gateway.models import Base as GatewayBase
     from services.contacts.models import Base as ContactsBase
     from services.sales.models import Base as SalesBase
+    from services.support.models import Base as SupportBase
 
     return {
         "contacts": (ROOT / "services/contacts/migrations", ContactsBase.metadata),
         "gateway": (ROOT / "gateway/migrations", GatewayBase.metadata),
         "sales": (ROOT / "services/sales/migrations", SalesBase.metadata),
+        "support": (ROOT / "services/support/migrations", SupportBase.metadata),
     }
 
 
-@pytest.mark.parametrize("service", ["contacts", "gateway", "sales"])
+@pytest.mark.parametrize("service", ["contacts", "gateway", "sales", "support"])
 def test_migrating_an_empty_database_matches_the_models(service, database_url):
     script_location, metadata = _services()[service]
     Database.define_messaging_tables(metadata)
