@@ -152,6 +152,17 @@ def check_version(current: int, expected: int | None) -> None:
         )
 
 
+def parse_args(schema: Schema, args: Any = None, *, drop_empty: bool = False) -> Any:
+    """Validate query parameters (a werkzeug MultiDict, default: this request's) with a
+    schema: 422 on bad, unknown or repeated ones. `drop_empty` treats `?x=` as absent."""
+    args = request.args if args is None else args
+    repeated = sorted(name for name in args if len(args.getlist(name)) > 1)
+    if repeated:
+        raise invalid({name: ["Give this parameter once."] for name in repeated})
+    given = {k: v for k, v in args.items() if not (drop_empty and v == "")}
+    return load_or_422(schema, given)
+
+
 def created(body: Any, location: str) -> Response:
     response = jsonify(body)
     response.status_code = 201

@@ -26,7 +26,6 @@ from services.sales.schemas import (
     WinSchema,
     deal_view,
     optional_body,
-    parse_args,
     refuse_nul,
 )
 from shared.auth import require_role
@@ -43,6 +42,7 @@ from shared.web import (
     load_body,
     load_or_422,
     no_content,
+    parse_args,
     with_etag,
 )
 

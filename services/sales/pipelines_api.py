@@ -17,7 +17,6 @@ from services.sales.schemas import (
     StageAddSchema,
     StageOrderSchema,
     StagePatchSchema,
-    parse_args,
     pipeline_view,
     stage_view,
 )
@@ -31,6 +30,7 @@ from shared.web import (
     expected_version,
     load_body,
     no_content,
+    parse_args,
     with_etag,
 )
 

@@ -11,13 +11,13 @@ import re
 from datetime import date
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
-from marshmallow import Schema, ValidationError, fields, post_load, validate
+from flask import Blueprint, Response, jsonify
+from marshmallow import ValidationError, fields, post_load, validate
 
 from services.sales import reports, reports_outcomes
 from shared.events import utcnow
 from shared.schemas import StrictSchema
-from shared.web import current_db, invalid, load_or_422
+from shared.web import current_db, parse_args
 
 reports_api = Blueprint("reports", __name__, url_prefix="/api/v1/reports")
 
@@ -103,18 +103,9 @@ range_query = RangeQuery()
 win_rate_query = WinRateQuery()
 
 
-def query_params(schema: Schema) -> dict[str, Any]:
-    """The query string loaded by `schema`; each parameter at most once."""
-    repeated = {name for name in request.args if len(request.args.getlist(name)) > 1}
-    if repeated:
-        raise invalid({name: ["Give this parameter once."] for name in sorted(repeated)})
-    given = {name: value for name, value in request.args.items() if value != ""}
-    return load_or_422(schema, given)
-
-
 @reports_api.get("/pipeline")
 def pipeline() -> Response:
-    params = query_params(pipeline_query)
+    params = parse_args(pipeline_query, drop_empty=True)
     with current_db().session() as session:
         chosen = reports.report_pipeline(session, params["pipeline_id"])
         return jsonify(reports.pipeline_report(session, chosen, params["owner_id"]))
@@ -122,7 +113,7 @@ def pipeline() -> Response:
 
 @reports_api.get("/forecast")
 def forecast() -> Response:
-    params = query_params(forecast_query)
+    params = parse_args(forecast_query, drop_empty=True)
     with current_db().session() as session:
         if params["pipeline_id"] is not None:
             reports.report_pipeline(session, params["pipeline_id"])  # 404 if unknown
@@ -134,7 +125,7 @@ def forecast() -> Response:
 
 @reports_api.get("/win-rate")
 def win_rate() -> Response:
-    params = query_params(win_rate_query)
+    params = parse_args(win_rate_query, drop_empty=True)
     with current_db().session() as session:
         body = reports_outcomes.win_rate_report(
             session, params["first"], params["last"], params["period"], params["owner_id"]
@@ -144,7 +135,7 @@ def win_rate() -> Response:
 
 @reports_api.get("/funnel")
 def funnel() -> Response:
-    params = query_params(range_query)
+    params = parse_args(range_query, drop_empty=True)
     with current_db().session() as session:
         body = reports_outcomes.funnel_report(
             session, params["first"], params["last"], params["owner_id"]
@@ -154,7 +145,7 @@ def funnel() -> Response:
 
 @reports_api.get("/sales-cycle")
 def sales_cycle() -> Response:
-    params = query_params(range_query)
+    params = parse_args(range_query, drop_empty=True)
     with current_db().session() as session:
         body = reports_outcomes.sales_cycle_report(
             session, params["first"], params["last"], params["owner_id"]

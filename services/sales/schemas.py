@@ -96,14 +96,6 @@ class SalesSchema(StrictSchema):
     """The sales schemas' base: strict, and no text may hold a NUL character (shared)."""
 
 
-def parse_args(schema: Schema, args: Any) -> dict[str, Any]:
-    """Validate query parameters (a werkzeug MultiDict) with a schema: 422 on bad or unknown."""
-    repeated = sorted(name for name in args if len(args.getlist(name)) > 1)
-    if repeated:
-        raise invalid({name: ["Give this parameter once."] for name in repeated})
-    return load_or_422(schema, args.to_dict())
-
-
 def optional_body(schema: Schema) -> dict[str, Any]:
     """An action's body: may be empty; if sent, a JSON object the schema accepts."""
     if not request.get_data(cache=True):

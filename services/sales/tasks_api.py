@@ -14,7 +14,6 @@ from services.sales.schemas import (
     TaskInSchema,
     TaskListArgsSchema,
     optional_body,
-    parse_args,
     task_view,
 )
 from shared.auth import require_role
@@ -28,6 +27,7 @@ from shared.web import (
     invalid,
     load_body,
     no_content,
+    parse_args,
     with_etag,
 )
 

@@ -23,7 +23,6 @@ from services.support.policy_schemas import (
     PolicyListArgsSchema,
     PolicyPatchSchema,
     check_targets,
-    parse_args,
     policy_view,
 )
 from shared.auth import require_role
@@ -41,6 +40,7 @@ from shared.web import (
     load_body,
     no_content,
     not_found,
+    parse_args,
     with_etag,
 )
 

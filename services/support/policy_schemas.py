@@ -10,7 +10,6 @@ from services.support.business_hours import TIME_OF_DAY, is_timezone, minutes_of
 from services.support.models import PRIORITIES, SlaPolicy
 from shared.events import isoformat
 from shared.schemas import StrictSchema
-from shared.web import invalid, load_or_422
 
 NOT_BLANK = validate.Regexp(r"^\s*\S", error="Cannot be blank.")
 # A target is at least a minute and at most a year (365 days of business minutes).
@@ -93,14 +92,6 @@ def check_targets(first_response: int | None, resolution: int | None) -> None:
     """A ticket is answered before it is resolved: resolution >= first response."""
     if first_response is not None and resolution is not None and resolution < first_response:
         raise ValidationError({"resolution_minutes": ["Must be at least first_response_minutes."]})
-
-
-def parse_args(schema: StrictSchema, args: Any) -> dict[str, Any]:
-    """Validate query parameters (a werkzeug MultiDict): 422 on bad, unknown or repeated."""
-    repeated = sorted(name for name in args if len(args.getlist(name)) > 1)
-    if repeated:
-        raise invalid({name: ["Give this parameter once."] for name in repeated})
-    return load_or_422(schema, args.to_dict())
 
 
 def policy_view(policy: SlaPolicy) -> dict[str, Any]:

@@ -14,13 +14,13 @@ import re
 from datetime import date, datetime
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
-from marshmallow import Schema, ValidationError, fields, post_load, validate
+from flask import Blueprint, Response, jsonify
+from marshmallow import ValidationError, fields, post_load, validate
 
 from services.support import reports
 from shared.events import utcnow
 from shared.schemas import StrictSchema
-from shared.web import current_db, invalid, load_or_422
+from shared.web import current_db, parse_args
 
 reports_api = Blueprint("support_reports", __name__, url_prefix="/api/v1/reports")
 
@@ -74,19 +74,10 @@ class SupportReportQuery(StrictSchema):
 support_report_query = SupportReportQuery()
 
 
-def query_params(schema: Schema) -> dict[str, Any]:
-    """The query string loaded by `schema`; each parameter at most once."""
-    repeated = {name for name in request.args if len(request.args.getlist(name)) > 1}
-    if repeated:
-        raise invalid({name: ["Give this parameter once."] for name in sorted(repeated)})
-    given = {name: value for name, value in request.args.items() if value != ""}
-    return load_or_422(schema, given)
-
-
 @reports_api.get("/support")
 def support_report() -> Response:
     """Backlog, SLA compliance, handling times and CSAT: overall, by agent, by period."""
-    params = query_params(support_report_query)
+    params = parse_args(support_report_query, drop_empty=True)
     scope = reports.Scope(
         first=params["first"],
         last=params["last"],

@@ -6,12 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+from marshmallow import ValidationError, fields, post_load, validate, validates_schema
 
 from services.support.models import CHANNELS, PRIORITIES, STATUSES
 from shared.events import isoformat
 from shared.schemas import StrictSchema, uuid_string
-from shared.web import invalid, load_or_422
 
 NOT_BLANK = validate.Regexp(r"^\s*\S", error="Cannot be blank.")
 # Tags are simple words, so a tag filter can match them inside the stored JSON list.
@@ -150,14 +149,6 @@ class TicketListArgsSchema(ListArgsSchema):
 class CommentListArgsSchema(ListArgsSchema):
     public = fields.Boolean()
     author_kind = fields.String(validate=validate.OneOf(AUTHOR_KINDS))
-
-
-def parse_args(schema: Schema, args: Any) -> dict[str, Any]:
-    """Validate query parameters (a werkzeug MultiDict) with a schema: 422 on bad or unknown."""
-    repeated = sorted(name for name in args if len(args.getlist(name)) > 1)
-    if repeated:
-        raise invalid({name: ["Give this parameter once."] for name in repeated})
-    return load_or_422(schema, args.to_dict())
 
 
 # --- representations -----------------------------------------------------------------------

@@ -24,7 +24,6 @@ from services.support.ticket_schemas import (
     TicketListArgsSchema,
     TicketPatchSchema,
     comment_view,
-    parse_args,
     ticket_view,
 )
 from shared.auth import require_role
@@ -42,6 +41,7 @@ from shared.web import (
     load_body,
     load_or_422,
     no_content,
+    parse_args,
     with_etag,
 )
 
