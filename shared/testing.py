@@ -40,3 +40,45 @@ def outbox_events(db: Any, event_type: str | None = None) -> list[tuple[str, dic
         query = query.where(db.outbox.c.event_type == event_type)
     with db.engine.connect() as connection:
         return [(kind, json.loads(payload)["data"]) for kind, payload in connection.execute(query)]
+
+
+# The subject of the admin token the service tests send.
+ADMIN_ID = "00000000-0000-4000-8000-000000000001"
+
+
+def service_app(create_app: Callable[[dict[str, Any]], Any], database_url: str) -> Any:
+    """A service's app on a test database (tables made), disposed after the test."""
+    app = create_app(
+        {"database_url": database_url, "create_tables": True, "max_body_bytes": 2 * 1024 * 1024}
+    )
+    app.config["TESTING"] = True
+    yield app
+    app.extensions["crm.db"].dispose()
+
+
+def token_for(app: Any, role: str = "admin", subject: str = ADMIN_ID) -> str:
+    """A valid access token for a caller with this role."""
+    from shared.auth import Principal, issue_token
+
+    settings = app.extensions["crm.settings"]
+    return issue_token(settings, Principal(subject, role, f"{role}@example.com"))
+
+
+def admin_client(app: Any) -> Any:
+    """A test client that sends an admin token with every request."""
+    client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token_for(app)}"
+    return client
+
+
+def row_counts(db: Any, *tables: str) -> dict[str, int]:
+    """How many rows each table holds: to prove a refused request changed nothing."""
+    import sqlalchemy as sa
+
+    with db.engine.connect() as connection:
+        return {
+            name: connection.execute(
+                sa.select(sa.func.count()).select_from(db.metadata.tables[name])
+            ).scalar_one()
+            for name in tables
+        }

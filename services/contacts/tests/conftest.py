@@ -10,30 +10,20 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from services.contacts.app import create_app
-from shared.auth import Principal, issue_token
 from shared.db import Database
+from shared.testing import ADMIN_ID, row_counts, service_app, token_for
 
-ADMIN_ID = "00000000-0000-4000-8000-000000000001"
+__all__ = ["ADMIN_ID", "row_counts", "token_for"]
 
 
 @pytest.fixture
-def app(database_url: str, tmp_path) -> Iterator[Flask]:
-    app = create_app(
-        {"database_url": database_url, "create_tables": True, "max_body_bytes": 2 * 1024 * 1024}
-    )
-    app.config["TESTING"] = True
-    yield app
-    app.extensions["crm.db"].dispose()
+def app(database_url: str) -> Iterator[Flask]:
+    yield from service_app(create_app, database_url)
 
 
 @pytest.fixture
 def db(app: Flask) -> Database:
     return app.extensions["crm.db"]
-
-
-def token_for(app: Flask, role: str = "admin", subject: str = ADMIN_ID) -> str:
-    settings = app.extensions["crm.settings"]
-    return issue_token(settings, Principal(subject, role, f"{role}@example.com"))
 
 
 @pytest.fixture
@@ -68,16 +58,3 @@ def make_contact(client: FlaskClient) -> Callable[..., dict[str, Any]]:
         return response.get_json()
 
     return factory
-
-
-def row_counts(db: Database, *tables: str) -> dict[str, int]:
-    """How many rows each table holds: to prove a refused request changed nothing."""
-    import sqlalchemy as sa
-
-    with db.engine.connect() as connection:
-        return {
-            name: connection.execute(
-                sa.select(sa.func.count()).select_from(db.metadata.tables[name])
-            ).scalar_one()
-            for name in tables
-        }
