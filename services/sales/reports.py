@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -25,7 +25,6 @@ from sqlalchemy import (
     Integer,
     Select,
     String,
-    and_,
     cast,
     func,
     literal_column,
@@ -36,6 +35,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from services.sales.models import Deal, DealTotal, Pipeline, Stage
+from shared.reporting import is_postgres, utc_start
 from shared.schemas import money
 from shared.web import not_found
 
@@ -58,14 +58,6 @@ def money_list(units: Counter[str], exponent: int = 2) -> Money:
         money(Decimal(int(value)).scaleb(-exponent).quantize(CENT, ROUND_HALF_UP), currency)
         for currency, value in sorted(units.items())
     ]
-
-
-def ratio(part: int, whole: int, places: int = 4) -> str | None:
-    """`part / whole` as a decimal string rounded half-up (None when `whole` is 0)."""
-    if not whole:
-        return None
-    quantum = Decimal(1).scaleb(-places)
-    return str((Decimal(part) / Decimal(whole)).quantize(quantum, ROUND_HALF_UP))
 
 
 @dataclass
@@ -92,10 +84,6 @@ class Figures:
 
 
 # --- periods --------------------------------------------------------------------------------
-
-
-def is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
 
 
 def period_of(session: Session, moment: Any, period: str = "month") -> ColumnElement[str]:
@@ -142,16 +130,6 @@ def period_keys(first: date, last: date, period: str) -> list[str]:
             keys.append(key)
         day = add_months(day, 1)
     return keys
-
-
-def utc_start(day: date) -> datetime:
-    """Midnight UTC at the start of `day`: range bounds for timestamp columns."""
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
-
-
-def within_days(column: Any, first: date, last: date) -> ColumnElement[bool]:
-    """`column` falls on a day from `first` to `last` inclusive (UTC)."""
-    return and_(column >= utc_start(first), column < utc_start(last + timedelta(days=1)))
 
 
 # --- the pipeline report ------------------------------------------------------------------

@@ -14,33 +14,19 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, case, cast, exists, func, null, or_, select
+from sqlalchemy import and_, case, exists, func, null, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from services.sales.models import Deal, Lead
-from services.sales.reports import (
-    cents,
-    is_postgres,
-    money_list,
-    period_keys,
-    period_of,
-    ratio,
-    within_days,
-)
+from services.sales.reports import cents, money_list, period_keys, period_of
+from shared.reporting import SECONDS_PER_DAY, elapsed_seconds, ratio, within_days
+from shared.reporting import grouped as _grouped
 
-SECONDS_PER_DAY = 86400
 Pair = tuple[int, int]
 # What a figure is grouped by: a column expression, or None for one group of everything
 # (answered under the key None).
 Key = ColumnElement[Any] | None
-
-
-def _grouped(key: Key, *columns: Any) -> tuple[list[Any], list[Any]]:
-    """The columns to select and to group by, `key` first (NULL when grouping everything)."""
-    if key is None:
-        return [null(), *columns], list(columns)
-    return [key, *columns], [key, *columns]
 
 
 # --- win rate -------------------------------------------------------------------------------
@@ -162,13 +148,7 @@ def funnel_report(
 
 def _cycle_seconds(session: Session) -> ColumnElement[int]:
     """Whole seconds from a deal's creation to its close, computed by the database."""
-    if is_postgres(session):
-        elapsed = func.extract("epoch", Deal.closed_at - Deal.created_at)
-    else:
-        elapsed = (
-            func.julianday(Deal.closed_at) - func.julianday(Deal.created_at)
-        ) * SECONDS_PER_DAY
-    return cast(func.round(elapsed), BigInteger)
+    return elapsed_seconds(session, Deal.closed_at, Deal.created_at)
 
 
 def _days(seconds: int, count: int) -> str | None:

@@ -22,17 +22,18 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, case, cast, func, literal_column, null, or_, select
+from sqlalchemy import and_, case, func, literal_column, or_, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from services.support.models import OPEN_STATUSES, PRIORITIES, CsatRating, Ticket
+from shared.reporting import elapsed_seconds, is_postgres, ratio, within_days
+from shared.reporting import grouped as _grouped
 
-SECONDS_PER_DAY = 86400
 RATINGS = (1, 2, 3, 4, 5)
 RESOLVED_STATUSES = ("resolved", "closed")
 # What a figure is grouped by: a column expression, or None for everything (key None).
@@ -41,13 +42,6 @@ DIMENSIONS = ("overall", "agent", "period")
 
 
 # --- exact figures ------------------------------------------------------------------------
-
-
-def ratio(part: int, whole: int, places: int = 4) -> str | None:
-    """`part / whole` as a decimal string rounded half-up (None when `whole` is 0)."""
-    if not whole:
-        return None
-    return str((Decimal(part) / Decimal(whole)).quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP))
 
 
 def minutes(seconds: int, count: int) -> str | None:
@@ -127,29 +121,6 @@ class Backlog:
 # --- SQL pieces -----------------------------------------------------------------------------
 
 
-def is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
-def utc_start(day: date) -> datetime:
-    """Midnight UTC at the start of `day`: range bounds for timestamp columns."""
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
-
-
-def within_days(column: Any, first: date, last: date) -> ColumnElement[bool]:
-    """`column` falls on a day from `first` to `last` inclusive (UTC)."""
-    return and_(column >= utc_start(first), column < utc_start(last + timedelta(days=1)))
-
-
-def elapsed_seconds(session: Session, end: Any, start: Any) -> ColumnElement[int]:
-    """Whole seconds from `start` to `end` (wall clock), computed by the database."""
-    if is_postgres(session):
-        elapsed = func.extract("epoch", end - start)
-    else:
-        elapsed = (func.julianday(end) - func.julianday(start)) * SECONDS_PER_DAY
-    return cast(func.round(elapsed), BigInteger)
-
-
 # --- periods --------------------------------------------------------------------------------
 
 
@@ -195,13 +166,6 @@ def period_view(start: date, period: str) -> dict[str, str]:
 
 def _count(condition: ColumnElement[bool]) -> ColumnElement[int]:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
-
-
-def _grouped(key: Key, *columns: Any) -> tuple[list[Any], list[Any]]:
-    """The columns to select and to group by, `key` first (NULL when grouping everything)."""
-    if key is None:
-        return [null(), *columns], list(columns)
-    return [key, *columns], [key, *columns]
 
 
 @dataclass(frozen=True)
