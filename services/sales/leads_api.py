@@ -8,15 +8,17 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
 from services.sales import conversion, leads, scoring
 from services.sales.lead_schemas import ConvertSchema, LeadInSchema, lead_view
 from services.sales.models import LEAD_STATUSES, Lead
 from shared.auth import require_role
+from shared.batch import read_batch, run_batch
 from shared.idempotency import idempotent
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
-from shared.schemas import SearchSchema
+from shared.schemas import BatchInputsSchema, BatchReadSchema, SearchSchema
 from shared.search import SearchField, column_condition, search_condition
 from shared.web import (
     check_version,
@@ -174,6 +176,41 @@ def create_lead() -> Any:
     response = created(body, f"/api/v1/leads/{body['id']}")
     response.headers["ETag"] = f'"{body["version"]}"'
     return response
+
+
+@leads_api.post("/leads/batch/create")
+def batch_create() -> Any:
+    """Create up to 100 leads; 207 with a result per input when some fail (duplicates...)."""
+    actor = actor_id()
+    inputs = load_body(BatchInputsSchema())["inputs"]
+
+    def apply(session: Session, raw: Any) -> Lead:
+        return leads.create_lead(session, load_or_422(lead_in, raw), actor)
+
+    return run_batch(inputs, apply, lead_view, 201)
+
+
+@leads_api.post("/leads/batch/update")
+def batch_update() -> Any:
+    """Change up to 100 leads (each input names its id); 207 when some fail."""
+    actor_id()
+    inputs = load_body(BatchInputsSchema())["inputs"]
+
+    def apply(session: Session, raw: Any) -> Lead:
+        changes = load_or_422(lead_in, raw, partial=True)
+        if not changes.get("id"):
+            raise invalid({"id": ["An id is required."]})
+        lead = leads.lock_lead(session, changes.pop("id"))
+        return leads.update_lead(session, lead, changes)
+
+    return run_batch(inputs, apply, lead_view, 200)
+
+
+@leads_api.post("/leads/batch/read")
+def batch_read() -> Any:
+    """Read up to 100 leads by id; 207 when some are missing."""
+    ids = [str(lead_id) for lead_id in load_body(BatchReadSchema())["ids"]]
+    return read_batch(ids, Lead, lead_view)
 
 
 @leads_api.get("/leads/<uuid:lead_id>")
