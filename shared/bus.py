@@ -32,6 +32,8 @@ Handler = Callable[[Session, Envelope], None]
 ATTEMPT_HEADER = "x-crm-attempt"
 MAX_ERROR_CHARS = 1000
 # Errors that mean "the broker went away": reconnect, never crash.
+# A handler under this key sees every event (its queue binds "#"): webhooks, audit trails.
+ALL_EVENTS = "#"
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (pika.exceptions.AMQPError, OSError)
 
 
@@ -261,10 +263,14 @@ class EventConsumer:
         except Exception as error:  # MalformedEvent, or anything odd the parser hits
             delivery.failure = ("malformed", str(error))
             return False
-        if delivery.envelope.type not in self.handlers:
+        if not self._handlers_for(delivery.envelope.type):
             log.debug("ignoring event type %s", delivery.envelope.type)
             return False
         return True
+
+    def _handlers_for(self, event_type: str) -> list[Handler]:
+        """The type's own handler, then the one for every event (ALL_EVENTS), if any."""
+        return [self.handlers[key] for key in (event_type, ALL_EVENTS) if key in self.handlers]
 
     def _apply(self, work: list[_Delivery]) -> None:
         """Apply the batch in one transaction; a failed handler's delivery leaves the batch."""
@@ -317,7 +323,8 @@ class EventConsumer:
         assert envelope is not None
         with _correlation(envelope):
             try:
-                self.handlers[envelope.type](session, envelope)
+                for handler in self._handlers_for(envelope.type):
+                    handler(session, envelope)
                 session.flush()  # so a handler's bad write fails here, not at commit
                 return True
             except PermanentError as error:

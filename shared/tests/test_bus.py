@@ -232,3 +232,21 @@ def test_declaring_the_topology_twice_is_harmless(settings: Settings) -> None:
         assert channel.is_open
     finally:
         connection.close()
+
+
+def test_a_handler_for_every_event_sees_each_type_after_its_own_handler(
+    settings: Settings, db: Database
+) -> None:
+    from shared.bus import ALL_EVENTS
+
+    def count_everything(session: Session, envelope: Envelope) -> None:
+        increment(session, Envelope(COUNTED, "tests", "all", {"name": f"all:{envelope.type}"}))
+
+    other = json.dumps({**json.loads(event_body("x")), "type": "thing.happened"})
+    with consuming(settings, db, {COUNTED: increment, ALL_EVENTS: count_everything}):
+        publish_raw(settings, COUNTED, event_body("own"))
+        publish_raw(settings, "thing.happened", other.encode())
+        wait_until(lambda: count(db, "all:thing.happened") == 1)
+        wait_until(lambda: count(db, f"all:{COUNTED}") == 1)
+        assert count(db, "own") == 1
+    assert list_dead_letters(settings) == []
