@@ -118,6 +118,13 @@ def load_settings(service: str, environ: Mapping[str, str] | None = None) -> Set
             "form_rate_limit": _int(env, "CRM_FORM_RATE_LIMIT", 10),
             "form_rate_window_seconds": _int(env, "CRM_FORM_RATE_WINDOW_SECONDS", 60),
             "sla_sweep_seconds": _float(env, "CRM_SLA_SWEEP_SECONDS", 15.0),
+            # Outgoing mail: smtp://user:pass@host:587 (STARTTLS), smtps://... (TLS) or
+            # empty for the local SMTP catcher `crm run` starts (mail kept as .eml files).
+            "smtp_url": _env(env, "CRM_SMTP_URL", ""),
+            "mail_from": _env(env, "CRM_MAIL_FROM", "CRM <crm@localhost>"),
+            # Where customers reach the public paths (tracking, CSAT, unsubscribe).
+            "public_url": _env(env, "CRM_PUBLIC_URL", "http://127.0.0.1:8000"),
+            "notifications_tick_seconds": _float(env, "CRM_NOTIFICATIONS_TICK_SECONDS", 1.0),
         },
     )
 
