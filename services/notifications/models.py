@@ -180,3 +180,16 @@ class WebhookDelivery(Base):
         Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
         Index("ix_webhook_deliveries_webhook_created", "webhook_id", "created_at", "id"),
     )
+
+
+class ContactAddress(Base):
+    """Where a contact is reached: a replica of the contacts service's email and name,
+    kept from `contact.*` events (newest `aggregate_version` wins)."""
+
+    __tablename__ = "contact_addresses"
+
+    contact_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(254))
+    name: Mapped[str | None] = mapped_column(String(200))
+    version: Mapped[int] = mapped_column(default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
