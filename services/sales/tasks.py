@@ -55,8 +55,18 @@ def _touch(task: Task) -> None:
     task.updated_at = utcnow()
 
 
-def create_task(session: Session, data: Mapping[str, Any], actor_id: str | None = None) -> Task:
-    """Create a task from validated input (owner: the actor unless named); `task.created`."""
+def create_task(
+    session: Session,
+    data: Mapping[str, Any],
+    actor_id: str | None = None,
+    *,
+    actor_email: str | None = None,
+) -> Task:
+    """Create a task from validated input (owner: the actor unless named); `task.created`.
+
+    When the owner is the actor, the event carries `owner_email` (from the caller's token),
+    so notifications can email the reminder without a copy of the users table.
+    """
     task_id = data.get("id") or new_id()
     if session.get(Task, task_id) is not None:
         raise conflict(f"A task with id {task_id} exists already")
@@ -69,7 +79,8 @@ def create_task(session: Session, data: Mapping[str, Any], actor_id: str | None 
     if data.get("done"):
         task.done, task.completed_at = True, now
     session.add(task)
-    record_task_event(session, "task.created", task)
+    extra = {"owner_email": actor_email} if actor_email and task.owner_id == actor_id else {}
+    record_task_event(session, "task.created", task, **extra)
     return task
 
 

@@ -16,7 +16,7 @@ from services.sales.schemas import (
     optional_body,
     task_view,
 )
-from shared.auth import require_role
+from shared.auth import current_principal, require_role
 from shared.events import utcnow
 from shared.idempotency import idempotent
 from shared.pagination import list_params, page_answer, paginate, parse_sort
@@ -61,8 +61,9 @@ def create_task() -> Any:
     """Create a task (201); the owner defaults to the caller."""
     actor = writer_id()
     data = load_body(task_in)
+    email = current_principal().email
     with current_db().session() as session:
-        body = task_view(tasks.create_task(session, data, actor))
+        body = task_view(tasks.create_task(session, data, actor, actor_email=email))
     response = created(body, f"/api/v1/tasks/{body['id']}")
     response.headers["ETag"] = f'"{body["version"]}"'
     return response

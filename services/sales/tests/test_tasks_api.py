@@ -61,6 +61,7 @@ def test_creating_a_task_answers_201_and_records_what_reminders_need(client, db)
     assert data["title"] == "Send the proposal" and data["due_at"] == "2026-12-01T09:00:00Z"
     assert data["owner_id"] == ADMIN_ID and data["contact_id"] == CONTACT
     assert data["deal_id"] == deal["id"] and data["task_id"] == task["id"]
+    assert data["owner_email"] == "admin@example.com"  # the reminder's address
     fetched = client.get(f"{BASE}/{task['id']}")
     assert fetched.get_json() == task and fetched.headers["ETag"] == '"1"'
 
@@ -316,3 +317,11 @@ def test_unknown_ids_are_404_and_change_nothing(client, db, method, rule):
 def test_malformed_ids_are_404(client, method, rule):
     response = client.open(rule.replace("<uuid:", "x").replace(">", "y"), method=method, json={})
     assert_problem(response, 404)
+
+
+def test_a_task_for_someone_else_carries_no_owner_email(client, db):
+    other = "00000000-0000-4000-8000-0000000000ff"
+    response = client.post(BASE, json={"title": "Call back", "owner_id": other})
+    assert response.status_code == 201
+    [event] = outbox_events(db, "task.created")
+    assert "owner_email" not in event["data"]
