@@ -43,6 +43,12 @@ ROUTES: dict[str, str] = {
     "/api/v1/sla-policies": "support",
     "/api/v1/csat": "support",
     "/api/v1/reports/support": "support",
+    "/api/v1/templates": "notifications",
+    "/api/v1/messages": "notifications",
+    "/api/v1/reminders": "notifications",
+    "/api/v1/webhooks": "notifications",
+    # Open pixel and click redirect: public (outside /api), the tokens are signed.
+    "/t": "notifications",
 }
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

@@ -149,6 +149,20 @@ def test_the_route_table_sends_support_paths_to_the_support_service():
         assert ROUTES[prefix] == "support"
 
 
+def test_the_route_table_sends_notifications_paths_to_notifications():
+    for prefix in ("/api/v1/templates", "/api/v1/messages", "/api/v1/reminders", "/t"):
+        assert ROUTES[prefix] == "notifications"
+
+
+def test_tracking_paths_are_forwarded_without_a_token(client, upstream):
+    assert client.get("/t/o/some-token.gif").status_code == 200
+    assert client.get("/t/c/some-token").status_code == 200
+    assert [call["path"] for call in upstream.calls[-2:]] == [
+        "/t/o/some-token.gif",
+        "/t/c/some-token",
+    ]
+
+
 def test_a_signed_csat_link_is_forwarded_without_a_token(client, upstream):
     response = client.post("/api/v1/csat/some-signed-token", data={"rating": "5"})
 
