@@ -1,0 +1,262 @@
+"""Notices sent on support events: acknowledgement, CSAT request, assignment.
+
+- `ticket.created`: an acknowledgement to the requester: `data.requester.email`, else the
+  ticket's `requester_email`, else the address of `data.contact_id` (the contacts
+  replica). No address known: skipped, with a log line.
+- `ticket.resolved`: the CSAT request, with the rating link
+  `{public_url}/api/v1/csat/{data.csat_token}` (no token: skipped).
+- `ticket.assigned`: a notice to the new assignee, only when the event carries
+  `assignee_email` (support does not know agents' addresses: then skipped).
+
+Each renders the stored template named `ticket_acknowledgement`, `ticket_csat_request` or
+`ticket_assigned` when there is one (a template that fails to render is logged and the
+built-in text below is used instead), else the built-in one. Variables: `ticket` {id,
+reference, subject, status, priority, channel}, `recipient` {email, name}, plus
+`csat_url` (CSAT) and `assignee` {id, email, name} (assignment).
+
+Notices are transactional. The message id is uuid5 of the event id and the notice, so an
+event handled twice queues one message; an address the sender refuses is logged, and
+the event is still acknowledged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy.orm import Session
+
+from services.notifications.models import ContactAddress, Message
+from services.notifications.sending import queue_message
+from services.notifications.templates import (
+    Rendered,
+    TemplateProblem,
+    find_template,
+    render_source,
+    render_template,
+)
+from shared.bus import Handler
+from shared.config import Settings
+from shared.events import Envelope
+from shared.web import ApiError
+
+log = logging.getLogger(__name__)
+
+NOTICE_NAMESPACE = uuid.UUID("8d1f6a52-3b7e-4c0a-9f3e-5a2b7c9d1e04")
+CATEGORY = "transactional"
+MAX_TOKEN_CHARS = 512
+
+
+@dataclasses.dataclass(frozen=True)
+class Notice:
+    """A kind of notice: the template name that overrides it, and its built-in text."""
+
+    name: str
+    subject: str
+    body_text: str
+    body_html: str
+
+
+ACKNOWLEDGEMENT = Notice(
+    name="ticket_acknowledgement",
+    subject="We received your request: {{ ticket.subject }} [#{{ ticket.reference }}]",
+    body_text=(
+        'Hello {{ recipient.name or "there" }},\n\n'
+        'Thank you for contacting us. We received your request "{{ ticket.subject }}" '
+        "and will get back to you as soon as we can.\n\n"
+        "Your reference: #{{ ticket.reference }}\n"
+    ),
+    body_html=(
+        '<p>Hello {{ recipient.name or "there" }},</p>\n'
+        "<p>Thank you for contacting us. We received your request "
+        "<strong>{{ ticket.subject }}</strong> and will get back to you as soon as we can.</p>\n"
+        "<p>Your reference: #{{ ticket.reference }}</p>\n"
+    ),
+)
+CSAT_REQUEST = Notice(
+    name="ticket_csat_request",
+    subject="How did we do? {{ ticket.subject }} [#{{ ticket.reference }}]",
+    body_text=(
+        'Hello {{ recipient.name or "there" }},\n\n'
+        'Your request "{{ ticket.subject }}" has been resolved. '
+        "Would you tell us how we did? Rate our help here:\n{{ csat_url }}\n\n"
+        "Thank you!\n"
+    ),
+    body_html=(
+        '<p>Hello {{ recipient.name or "there" }},</p>\n'
+        "<p>Your request <strong>{{ ticket.subject }}</strong> has been resolved. "
+        "Would you tell us how we did?</p>\n"
+        '<p><a href="{{ csat_url }}">Rate our help</a></p>\n'
+        "<p>Thank you!</p>\n"
+    ),
+)
+ASSIGNED = Notice(
+    name="ticket_assigned",
+    subject="Assigned to you: {{ ticket.subject }} [#{{ ticket.reference }}]",
+    body_text=(
+        'Hello {{ assignee.name or "there" }},\n\n'
+        'The ticket "{{ ticket.subject }}" (priority {{ ticket.priority }}) '
+        "is now assigned to you.\n\n"
+        "Reference: #{{ ticket.reference }}\n"
+    ),
+    body_html=(
+        '<p>Hello {{ assignee.name or "there" }},</p>\n'
+        "<p>The ticket <strong>{{ ticket.subject }}</strong> "
+        "(priority {{ ticket.priority }}) is now assigned to you.</p>\n"
+        "<p>Reference: #{{ ticket.reference }}</p>\n"
+    ),
+)
+
+
+def notice_message_id(event: Envelope, notice: Notice) -> str:
+    """The id of the message a notice of an event becomes: the same event, the same id."""
+    return str(uuid.uuid5(NOTICE_NAMESPACE, f"{event.id}:{notice.name}"))
+
+
+def _text(value: Any) -> str | None:
+    return (value.strip() or None) if isinstance(value, str) else None
+
+
+def _uuid(value: Any) -> str | None:
+    try:
+        return str(uuid.UUID(value)) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def ticket_variables(data: Mapping[str, Any]) -> dict[str, Any]:
+    """What a notice may say about its ticket."""
+    ticket_id = _text(data.get("ticket_id")) or _text(data.get("id")) or ""
+    return {
+        "id": ticket_id,
+        "reference": ticket_id[:8],
+        "subject": _text(data.get("subject")) or "",
+        "status": _text(data.get("status")),
+        "priority": _text(data.get("priority")),
+        "channel": _text(data.get("channel")),
+    }
+
+
+def requester_of(session: Session, data: Mapping[str, Any]) -> dict[str, str | None] | None:
+    """The requester's {email, name}: named in the event, else the contact's; None if unknown."""
+    requester = data.get("requester") if isinstance(data.get("requester"), dict) else {}
+    email = _text(requester.get("email")) or _text(data.get("requester_email"))
+    name = _text(requester.get("name")) or _text(data.get("requester_name"))
+    contact_id = _uuid(data.get("contact_id"))
+    if email is None and contact_id is not None:
+        address = session.get(ContactAddress, contact_id)
+        if address is not None:
+            email, name = _text(address.email), name or _text(address.name)
+    return {"email": email, "name": name} if email else None
+
+
+def rendered_notice(session: Session, notice: Notice, variables: dict[str, Any]) -> Rendered:
+    """The notice rendered from its stored template if there is one, else the built-in."""
+    template = find_template(session, notice.name)
+    if template is not None:
+        try:
+            return dataclasses.replace(render_template(template, variables), category=CATEGORY)
+        except TemplateProblem as problem:
+            log.warning("template %s failed (%s): the built-in text is used", notice.name, problem)
+    return render_source(notice.subject, notice.body_text, notice.body_html, variables)
+
+
+def send_notice(
+    session: Session,
+    event: Envelope,
+    notice: Notice,
+    to: str,
+    variables: dict[str, Any],
+    contact_id: str | None = None,
+) -> Message | None:
+    """Queue the notice of an event (once per event); None when the sender refuses it."""
+    rendered = rendered_notice(session, notice, variables)
+    try:
+        with session.begin_nested():  # a refused message must not take the event with it
+            return queue_message(
+                session,
+                message_id=notice_message_id(event, notice),
+                to=to,
+                subject=rendered.subject,
+                body_text=rendered.body_text,
+                body_html=rendered.body_html,
+                category=CATEGORY,
+                contact_id=contact_id,
+                template_id=rendered.template_id,
+                cause=event,
+            )
+    except ApiError as error:
+        log.warning("%s of event %s refused: %s", notice.name, event.id, error.errors)
+        return None
+
+
+def acknowledge_ticket(session: Session, event: Envelope) -> Message | None:
+    """`ticket.created`: tell the requester their request arrived."""
+    recipient = requester_of(session, event.data)
+    if recipient is None:
+        log.info("ticket.created %s: no requester address, no acknowledgement", event.id)
+        return None
+    variables = {"ticket": ticket_variables(event.data), "recipient": recipient}
+    contact_id = _uuid(event.data.get("contact_id"))
+    return send_notice(session, event, ACKNOWLEDGEMENT, recipient["email"], variables, contact_id)
+
+
+def request_csat(session: Session, event: Envelope, *, public_url: str) -> Message | None:
+    """`ticket.resolved`: ask the requester to rate the help, with the signed rating link."""
+    token = _text(event.data.get("csat_token"))
+    recipient = requester_of(session, event.data)
+    if token is None or len(token) > MAX_TOKEN_CHARS or recipient is None:
+        log.info("ticket.resolved %s: no rating link or no address, no CSAT request", event.id)
+        return None
+    variables = {
+        "ticket": ticket_variables(event.data),
+        "recipient": recipient,
+        "csat_url": f"{public_url.rstrip('/')}/api/v1/csat/{quote(token, safe='')}",
+    }
+    contact_id = _uuid(event.data.get("contact_id"))
+    return send_notice(session, event, CSAT_REQUEST, recipient["email"], variables, contact_id)
+
+
+def notify_assignee(session: Session, event: Envelope) -> Message | None:
+    """`ticket.assigned`: tell the new assignee, when the event carries their address."""
+    email = _text(event.data.get("assignee_email"))
+    if email is None:
+        log.info("ticket.assigned %s: no assignee_email, no notice", event.id)
+        return None
+    assignee = {
+        "id": _uuid(event.data.get("assignee_id")),
+        "email": email,
+        "name": _text(event.data.get("assignee_name")),
+    }
+    variables = {
+        "ticket": ticket_variables(event.data),
+        "recipient": {"email": email, "name": assignee["name"]},
+        "assignee": assignee,
+    }
+    return send_notice(session, event, ASSIGNED, email, variables)
+
+
+def _handler(send: Callable[[Session, Envelope], Message | None]) -> Handler:
+    def handle(session: Session, event: Envelope) -> None:
+        send(session, event)
+
+    handle.__name__ = handle.__qualname__ = send.__name__
+    return handle
+
+
+def handlers(settings: Settings) -> dict[str, Handler]:
+    """The support events that send notices."""
+    public_url = str(settings.extra["public_url"])
+
+    def request_csat_with_link(session: Session, event: Envelope) -> Message | None:
+        return request_csat(session, event, public_url=public_url)
+
+    return {
+        "ticket.created": _handler(acknowledge_ticket),
+        "ticket.resolved": _handler(request_csat_with_link),
+        "ticket.assigned": _handler(notify_assignee),
+    }

@@ -1,0 +1,178 @@
+"""The suppression list kept from subscription and bounce events."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from services.notifications import suppressions
+from services.notifications.models import ContactAddress, Message
+from shared.bus import PermanentError
+from shared.events import utcnow
+from shared.testing import handle_event, make_event, row_counts, token_for
+
+ADA = "Ada@Example.com"
+
+
+@pytest.fixture
+def apply(app: Any, db: Any) -> Any:
+    handlers = suppressions.handlers(app.extensions["crm.settings"])
+
+    def apply_event(event_type: str, data: dict[str, Any], **fields: Any) -> Any:
+        event = make_event(event_type, data, "marketing", **fields)
+        handle_event(db, handlers, event)
+        return event
+
+    return apply_event
+
+
+def reason(db: Any, email: str = ADA) -> str | None:
+    with db.session() as session:
+        return suppressions.is_suppressed(session, email)
+
+
+def test_an_unsubscription_suppresses_the_address_in_any_case(apply, db):
+    apply("subscription.changed", {"email": ADA, "status": "unsubscribed"})
+    assert reason(db, "ada@example.com") == reason(db, " ADA@EXAMPLE.COM ") == "unsubscribed"
+    assert reason(db, "someone@example.com") is None
+
+
+def test_a_double_opt_in_lifts_an_unsubscription(apply, db):
+    apply("subscription.changed", {"email": ADA, "status": "unsubscribed"})
+    apply("subscription.changed", {"email": ADA, "status": "subscribed", "source": "double_opt_in"})
+    assert reason(db) is None
+
+
+@pytest.mark.parametrize("source", ["Double-Opt-In", "double opt-in"])
+def test_double_opt_in_may_be_spelled_loosely(apply, db, source):
+    apply("subscription.changed", {"email": ADA, "status": "unsubscribed"})
+    apply("subscription.changed", {"email": ADA, "status": "subscribed", "source": source})
+    assert reason(db) is None
+
+
+def test_a_subscription_without_confirmation_lifts_nothing(apply, db):
+    apply("subscription.changed", {"email": ADA, "status": "unsubscribed"})
+    apply("subscription.changed", {"email": ADA, "status": "subscribed", "source": "import"})
+    apply("subscription.changed", {"email": ADA, "status": "subscribed"})
+    assert reason(db) == "unsubscribed"
+
+
+def test_a_hard_bounce_suppresses_and_no_opt_in_lifts_it(apply, db):
+    apply("email.bounced", {"to": ADA, "hard": True})
+    apply("subscription.changed", {"email": ADA, "status": "subscribed", "source": "double_opt_in"})
+    assert reason(db) == "bounced"
+
+
+def test_a_soft_bounce_changes_nothing(apply, db):
+    apply("email.bounced", {"to": ADA, "hard": False})
+    apply("email.bounced", {"to": ADA})
+    assert reason(db) is None
+
+
+def test_the_strongest_reason_wins(apply, db):
+    apply("subscription.changed", {"email": ADA, "status": "unsubscribed"})
+    apply("email.bounced", {"email": ADA, "hard": True})
+    assert reason(db) == "bounced"
+    apply("subscription.changed", {"email": ADA, "status": "unsubscribed"})
+    assert reason(db) == "bounced"
+
+
+def test_an_older_opt_in_does_not_lift_a_newer_unsubscription(apply, db):
+    now = utcnow()
+    apply("subscription.changed", {"email": ADA, "status": "unsubscribed"}, occurred_at=now)
+    late = {"email": ADA, "status": "subscribed", "source": "double_opt_in"}
+    apply("subscription.changed", late, occurred_at=now - timedelta(minutes=5))
+    assert reason(db) == "unsubscribed"
+
+
+def test_a_bounce_of_our_own_message_names_its_address(apply, db):
+    message_id = str(uuid.uuid4())
+    with db.session() as session:
+        session.add(
+            Message(
+                id=message_id,
+                to_address=ADA,
+                to_key=ADA.lower(),
+                from_address="crm@example.com",
+                subject="s",
+                body_text="b",
+            )
+        )
+    apply("email.bounced", {"message_id": message_id, "hard": True})
+    assert reason(db) == "bounced"
+
+
+def test_a_subscription_naming_only_a_contact_uses_its_address(apply, db):
+    contact_id = str(uuid.uuid4())
+    with db.session() as session:
+        session.add(ContactAddress(contact_id=contact_id, email=ADA, name="Ada"))
+    apply("subscription.changed", {"contact_id": contact_id, "status": "unsubscribed"})
+    assert reason(db) == "unsubscribed"
+
+
+def test_the_same_event_twice_keeps_one_row(apply, app, db):
+    event = apply("subscription.changed", {"email": ADA, "status": "unsubscribed"})
+    handle_event(db, suppressions.handlers(app.extensions["crm.settings"]), event)
+    assert row_counts(db, "suppressions") == {"suppressions": 1}
+
+
+@pytest.mark.parametrize(
+    ("event_type", "data"),
+    [
+        ("subscription.changed", {"status": "unsubscribed"}),
+        ("subscription.changed", {"email": "not-an-address", "status": "unsubscribed"}),
+        ("subscription.changed", {"email": 42, "status": "unsubscribed"}),
+        ("email.bounced", {"hard": True}),
+        ("email.bounced", {"hard": True, "message_id": str(uuid.uuid4())}),
+    ],
+)
+def test_events_that_name_no_address_are_permanent_errors(apply, db, event_type, data):
+    with pytest.raises(PermanentError):
+        apply(event_type, data)
+    assert reason(db) is None
+
+
+def test_other_statuses_change_nothing(apply, db):
+    apply("subscription.changed", {"email": ADA, "status": "pending"})
+    assert reason(db) is None
+
+
+# --- the read API (registered here when app.py does not yet) --------------------------------
+
+
+@pytest.fixture
+def listing(app: Any) -> Any:
+    if "suppressions" not in app.blueprints:
+        app.register_blueprint(suppressions.suppressions_api)
+    return app
+
+
+def test_suppressions_are_listed_to_marketing_and_admins(listing, client, apply):
+    apply("subscription.changed", {"email": ADA, "status": "unsubscribed"})
+    apply("email.bounced", {"to": "bob@example.com", "hard": True})
+    items = client.get("/api/v1/suppressions?sort=email").get_json()["items"]
+    assert [(i["email"], i["reason"]) for i in items] == [
+        ("ada@example.com", "unsubscribed"),
+        ("bob@example.com", "bounced"),
+    ]
+    found = client.get("/api/v1/suppressions?email=ADA@example.com").get_json()["items"]
+    assert [i["email"] for i in found] == ["ada@example.com"]
+    bounced = client.get("/api/v1/suppressions?reason=bounced").get_json()["items"]
+    assert [i["email"] for i in bounced] == ["bob@example.com"]
+    page = client.get("/api/v1/suppressions?limit=1").get_json()
+    rest = client.get(f"/api/v1/suppressions?limit=1&cursor={page['next_cursor']}").get_json()
+    assert len(page["items"]) == len(rest["items"]) == 1 and rest["next_cursor"] is None
+    marketing = {"Authorization": f"Bearer {token_for(listing, 'marketing')}"}
+    assert client.get("/api/v1/suppressions", headers=marketing).status_code == 200
+    for role in ("support", "sales", "viewer"):
+        headers = {"Authorization": f"Bearer {token_for(listing, role)}"}
+        assert client.get("/api/v1/suppressions", headers=headers).status_code == 403
+    assert listing.test_client().get("/api/v1/suppressions").status_code == 401
+
+
+@pytest.mark.parametrize("query", ["?reason=spam", "?sort=reason", "?limit=500", "?x=1"])
+def test_bad_suppression_list_parameters_are_422(listing, client, query):
+    assert client.get(f"/api/v1/suppressions{query}").status_code == 422
