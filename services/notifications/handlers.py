@@ -1,11 +1,28 @@
-"""Events the notifications service reacts to (each part adds its handlers here)."""
+"""Events the notifications service reacts to: each part of the service brings its own.
+
+- `mail_handlers`: `email.requested` (send on anyone's behalf) and the contact replica
+  that gives addresses and names (`contact.created|updated|merged|erased`).
+- `suppressions`: consent (`subscription.changed`) and hard bounces (`email.bounced`).
+- `notices`: ticket acknowledgement, CSAT request, assignment notice.
+- `reminders`: task reminders, scheduled from `task.*`.
+- `webhooks`: every event (ALL_EVENTS) fanned out to the matching webhooks.
+"""
 
 from __future__ import annotations
 
+from services.notifications import mail_handlers, notices, reminders, suppressions, webhooks
 from shared.bus import Handler
 from shared.config import Settings
 
+PARTS = (mail_handlers, suppressions, notices, reminders, webhooks)
+
 
 def handlers(settings: Settings) -> dict[str, Handler]:
-    """Every event type this service consumes, with its handler."""
-    return {}
+    """Every event type this service consumes, with its handler (one owner per type)."""
+    merged: dict[str, Handler] = {}
+    for part in PARTS:
+        for event_type, handler in part.handlers(settings).items():
+            if event_type in merged:
+                raise RuntimeError(f"two notifications handlers for {event_type}")
+            merged[event_type] = handler
+    return merged
