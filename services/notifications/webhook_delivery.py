@@ -23,14 +23,20 @@ What a receiver gets, and how it verifies it::
     X-CRM-Delivery: <delivery id>            the same on every attempt of one delivery
     X-CRM-Attempt: 1
     X-CRM-Timestamp: 1767225600              unix seconds when this attempt was signed
-    X-CRM-Signature: sha256=<hex>
+    X-CRM-Signature: sha256=<hex>            HMAC-SHA256 of the body (API.md)
+    X-CRM-Signature-Timestamped: sha256=<hex>  HMAC-SHA256 of "<timestamp>.<body>"
 
     <the event envelope as JSON: id, type, occurred_at, data, ...>
 
-    expected = "sha256=" + hmac.new(secret.encode(), timestamp.encode() + b"." + raw_body,
-                                    hashlib.sha256).hexdigest()
+    expected = "sha256=" + hmac.new(secret.encode(), raw_body, hashlib.sha256).hexdigest()
     ok = hmac.compare_digest(expected, request.headers["X-CRM-Signature"])
-    fresh = abs(time.time() - int(timestamp)) <= 300   # refuse replays of old requests
+
+A receiver that also wants to refuse replays of old requests checks the timestamped one:
+
+    signed = timestamp.encode() + b"." + raw_body
+    expected = "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    ok = hmac.compare_digest(expected, request.headers["X-CRM-Signature-Timestamped"])
+    fresh = abs(time.time() - int(timestamp)) <= 300
 
 Compute the HMAC over the raw body bytes, before parsing the JSON. Delivery is at least
 once and may reorder across retries: deduplicate by `X-CRM-Delivery` (or the envelope's
@@ -105,10 +111,14 @@ class Outcome:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-def signature(secret: str, timestamp: int | str, body: bytes) -> str:
-    """`sha256=<hex>`: the HMAC-SHA256 of `<timestamp>.<body>` keyed by the secret."""
-    message = str(timestamp).encode() + b"." + body
-    return "sha256=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+def signature(secret: str, body: bytes) -> str:
+    """`sha256=<hex>`: the HMAC-SHA256 of the body keyed by the secret (API.md's signature)."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def timestamped_signature(secret: str, timestamp: int | str, body: bytes) -> str:
+    """`sha256=<hex>`: the HMAC-SHA256 of `<timestamp>.<body>`, so old requests can be refused."""
+    return signature(secret, str(timestamp).encode() + b"." + body)
 
 
 def signed_headers(claim: Claim, body: bytes, timestamp: int) -> dict[str, str]:
@@ -120,7 +130,8 @@ def signed_headers(claim: Claim, body: bytes, timestamp: int) -> dict[str, str]:
         "X-CRM-Delivery": claim.delivery_id,
         "X-CRM-Attempt": str(claim.attempts),
         "X-CRM-Timestamp": str(timestamp),
-        "X-CRM-Signature": signature(claim.secret, timestamp, body),
+        "X-CRM-Signature": signature(claim.secret, body),
+        "X-CRM-Signature-Timestamped": timestamped_signature(claim.secret, timestamp, body),
     }
 
 

@@ -138,7 +138,11 @@ def deal_won(**data: Any) -> Any:
     return make_event("deal.won", {"deal_id": "d-1", "amount": "1250.00", **data}, "sales")
 
 
-def expected_signature(timestamp: str, body: bytes) -> str:
+def expected_signature(body: bytes) -> str:
+    return "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+
+
+def expected_timestamped_signature(timestamp: str, body: bytes) -> str:
     mac = hmac.new(SECRET.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return "sha256=" + mac.hexdigest()
 
@@ -206,8 +210,10 @@ def test_a_receiver_gets_the_event_correctly_signed(db, settings, receiver):
     assert post.headers["X-CRM-Delivery"] == delivery.id
     timestamp = post.headers["X-CRM-Timestamp"]
     assert before <= int(timestamp) <= int(time.time())
+    assert hmac.compare_digest(post.headers["X-CRM-Signature"], expected_signature(post.body))
     assert hmac.compare_digest(
-        post.headers["X-CRM-Signature"], expected_signature(timestamp, post.body)
+        post.headers["X-CRM-Signature-Timestamped"],
+        expected_timestamped_signature(timestamp, post.body),
     )
     assert json.loads(post.body)["id"] == event.id
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 1, 200)
@@ -233,8 +239,9 @@ def test_a_500_is_retried_after_the_backoff_and_then_delivered(db, settings, rec
     assert first.headers["X-CRM-Delivery"] == second.headers["X-CRM-Delivery"]
     assert [first.headers["X-CRM-Attempt"], second.headers["X-CRM-Attempt"]] == ["1", "2"]
     for post in (first, second):
-        signature = expected_signature(post.headers["X-CRM-Timestamp"], post.body)
-        assert post.headers["X-CRM-Signature"] == signature
+        assert post.headers["X-CRM-Signature"] == expected_signature(post.body)
+        timestamped = expected_timestamped_signature(post.headers["X-CRM-Timestamp"], post.body)
+        assert post.headers["X-CRM-Signature-Timestamped"] == timestamped
     delivery = deliveries(db)[0]
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 2, 200)
     assert delivery.last_error is None
@@ -330,9 +337,11 @@ def test_a_disabled_webhooks_deliveries_wait_until_it_is_enabled(db, settings, r
     assert deliveries(db)[0].status == "delivered"
 
 
-def test_the_signature_is_over_timestamp_and_body():
+def test_the_signature_is_over_the_body_and_the_timestamped_one_over_both():
+    expected = hmac.new(b"k", b"{}", hashlib.sha256).hexdigest()
+    assert webhook_delivery.signature("k", b"{}") == f"sha256={expected}"
     expected = hmac.new(b"k", b"1700000000.{}", hashlib.sha256).hexdigest()
-    assert webhook_delivery.signature("k", 1700000000, b"{}") == f"sha256={expected}"
+    assert webhook_delivery.timestamped_signature("k", 1700000000, b"{}") == f"sha256={expected}"
 
 
 # --- several workers -----------------------------------------------------------------------
@@ -416,5 +425,4 @@ def test_an_event_from_the_broker_becomes_a_signed_post(running_worker, receiver
     assert deliver_due(database, settings.with_overrides(http_timeout_seconds=2.0)) == 2
     [post] = [post for post in receiver.posts() if post.path == "/hook"]
     assert post.body == event.to_json().encode()
-    signature = expected_signature(post.headers["X-CRM-Timestamp"], post.body)
-    assert post.headers["X-CRM-Signature"] == signature
+    assert post.headers["X-CRM-Signature"] == expected_signature(post.body)
