@@ -38,6 +38,7 @@ SERVICES = {
     "contacts": ServiceSpec("services.contacts"),
     "sales": ServiceSpec("services.sales"),
     "support": ServiceSpec("services.support"),
+    "notifications": ServiceSpec("services.notifications"),
 }
 
 
@@ -90,6 +91,8 @@ def procfile() -> str:
         lines.append(f"{name}: {' '.join(command)}")
         if spec.has_worker:
             lines.append(f"{name}-worker: {python} -m {spec.package}.worker")
+    if not os.environ.get("CRM_SMTP_URL"):  # mail goes to the local catcher, kept as .eml files
+        lines.append(f"smtp-catcher: {python} -m services.notifications.smtp_catcher")
     return "\n".join(lines) + "\n"
 
 
@@ -118,6 +121,8 @@ def run_all(_args: argparse.Namespace) -> int:
     path.write_text(procfile())
     _say(f"CRM gateway: http://127.0.0.1:{port}/api/v1  (data in {settings.data_dir})")
     _say(f"Admin login: {settings.admin_email} / {settings.admin_password}")
+    if not os.environ.get("CRM_SMTP_URL"):
+        _say(f"Outgoing mail: kept as .eml files in {settings.data_dir / 'mail'}")
     honcho = shutil.which("honcho", path=str(Path(sys.executable).parent)) or "honcho"
     os.execvp(honcho, [honcho, "-f", str(path), "-d", str(ROOT), "start"])
     return 0  # not reached

@@ -121,6 +121,7 @@ def load_settings(service: str, environ: Mapping[str, str] | None = None) -> Set
             # Outgoing mail: smtp://user:pass@host:587 (STARTTLS), smtps://... (TLS) or
             # empty for the local SMTP catcher `crm run` starts (mail kept as .eml files).
             "smtp_url": _env(env, "CRM_SMTP_URL", ""),
+            "smtp_catcher_port": _int(env, "CRM_SMTP_CATCHER_PORT", 8025),
             "mail_from": _env(env, "CRM_MAIL_FROM", "CRM <crm@localhost>"),
             # Where customers reach the public paths (tracking, CSAT, unsubscribe).
             "public_url": _env(env, "CRM_PUBLIC_URL", "http://127.0.0.1:8000"),

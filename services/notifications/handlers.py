@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from services.notifications import mail_handlers, notices, reminders, suppressions, webhooks
 from shared.bus import Handler
-from shared.config import Settings
+from shared.config import Settings, service_settings
 
 PARTS = (mail_handlers, suppressions, notices, reminders, webhooks)
 
 
-def handlers(settings: Settings) -> dict[str, Handler]:
+def handlers(settings: Settings | None = None) -> dict[str, Handler]:
     """Every event type this service consumes, with its handler (one owner per type)."""
+    settings = settings or service_settings("notifications")
     merged: dict[str, Handler] = {}
     for part in PARTS:
         for event_type, handler in part.handlers(settings).items():

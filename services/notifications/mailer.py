@@ -19,7 +19,6 @@ A failure is sorted by what it says about the message:
 
 from __future__ import annotations
 
-import os
 import re
 import smtplib
 import ssl
@@ -140,9 +139,7 @@ def parse_smtp_url(url: str) -> SmtpConfig:
 
 def catcher_port(settings: Settings) -> int:
     """The local SMTP catcher's port: `CRM_SMTP_CATCHER_PORT`, 8025 by default."""
-    # Read here until shared.config carries it, so the catcher and the mailer agree.
-    configured = settings.extra.get("smtp_catcher_port") or os.environ.get("CRM_SMTP_CATCHER_PORT")
-    return int(configured or CATCHER_PORT)
+    return int(settings.extra.get("smtp_catcher_port") or CATCHER_PORT)
 
 
 def smtp_url(settings: Settings) -> str:

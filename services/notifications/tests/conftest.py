@@ -9,6 +9,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from services.notifications.app import create_app
+from services.notifications.tests.smtp_server import SmtpServer
 from shared.db import Database
 from shared.testing import ADMIN_ID, admin_client, row_counts, service_app, token_for
 
@@ -34,3 +35,10 @@ def client(app: Flask) -> FlaskClient:
 @pytest.fixture
 def anonymous(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SmtpServer]:
+    """A real SMTP server on a free local port, recording what it accepts."""
+    with SmtpServer() as server:
+        yield server

@@ -19,7 +19,6 @@ from services.notifications.models import Click, ContactAddress, Message, Suppre
 from services.notifications.outcomes import SENDING_LEASE
 from services.notifications.sender import send_due
 from services.notifications.sending import derived_message_id, queue_message
-from services.notifications.tests.smtp_server import SmtpServer
 from shared.bus import PermanentError
 from shared.deadletters import publish_raw
 from shared.events import utcnow
@@ -30,12 +29,6 @@ ADA = "00000000-0000-4000-8000-00000000ada0"
 GRACE = "00000000-0000-4000-8000-00000000a0ac"
 CAMPAIGN = "00000000-0000-4000-8000-0000000000ca"
 HER_DATA = ("Ada", "Lovelace", "ada@example.com", "Analytical", "Bernoulli")
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
 
 
 @pytest.fixture

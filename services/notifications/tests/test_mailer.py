@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -38,12 +37,6 @@ def outgoing(**fields: Any) -> Outgoing:
         "headers": {},
     }
     return Outgoing(**{**values, **fields})
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
 
 
 def mailer_for(server: SmtpServer, url: str | None = None) -> Mailer:
