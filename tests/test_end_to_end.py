@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import csv
+import email
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from email import policy
+from email.message import EmailMessage
 from pathlib import Path
 
 import pika
@@ -87,7 +91,11 @@ def system(tmp_path, amqp_url, amqp_prefix) -> Iterator[tuple[str, EventTap]]:
         "GUNICORN_WORKERS": "2",
         "CRM_ADMIN_EMAIL": "boss@example.com",
         "CRM_ADMIN_PASSWORD": "correct horse",
+        "CRM_SMTP_CATCHER_PORT": str(free_port()),  # mail kept as .eml under CRM_DATA_DIR/mail
+        "CRM_PUBLIC_URL": f"http://127.0.0.1:{ports['gateway']}",
+        "CRM_NOTIFICATIONS_TICK_SECONDS": "0.2",
     }
+    env.pop("CRM_SMTP_URL", None)
     from conftest import remember_queue
 
     for name in (name for name, spec in SERVICES.items() if spec.has_worker):
@@ -353,3 +361,61 @@ def test_a_ticket_from_a_new_address_makes_the_contact_and_lands_on_its_timeline
     assert again.status_code == 409
     subjects = _eventually(timeline, lambda r: len(r.json()["items"]) >= 3).json()["items"]
     assert {"ticket.resolved", "ticket.csat_recorded"} <= {e.get("event_type") for e in subjects}
+
+
+def _mail_to(directory: Path, address: str) -> list[EmailMessage]:
+    """The messages the SMTP catcher kept as .eml files for one recipient, oldest first."""
+    kept = [
+        email.message_from_bytes(path.read_bytes(), policy=policy.default)
+        for path in sorted(directory.glob("*.eml"))
+    ]
+    return [message for message in kept if message["To"] and address in message["To"]]
+
+
+def test_mail_goes_out_through_the_smtp_catcher_once_and_is_tracked(system, tmp_path):
+    base, tap = system
+    api = f"{base}/api/v1"
+    mail = tmp_path / "var" / "mail"
+    session = _login(api)
+    body = {
+        "subject": "Printer on fire",
+        "description": "It is on fire",
+        "channel": "email",
+        "requester": {"email": "lin@customer.example", "name": "Lin Wu"},
+    }
+    created = session.post(f"{api}/tickets", json=body, timeout=TIMEOUT)
+    assert created.status_code == 201, created.text
+    ticket = created.json()
+
+    def letters() -> list[EmailMessage]:
+        return _mail_to(mail, "lin@customer.example") if mail.is_dir() else []
+
+    [ack] = _eventually(letters, lambda found: len(found) >= 1)
+    assert "Printer on fire" in ack["Subject"] and ack["Message-ID"]
+    assert {"text/plain", "text/html"} <= {part.get_content_type() for part in ack.walk()}
+
+    resolved = session.patch(
+        f"{api}/tickets/{ticket['id']}", json={"status": "resolved"}, timeout=TIMEOUT
+    )
+    assert resolved.status_code == 200, resolved.text
+    found = _eventually(letters, lambda found: len(found) >= 2)
+    assert len(found) == 2, [letter["Subject"] for letter in found]
+    csat = found[1]
+    html = csat.get_body(("html",)).get_content()
+    [click] = re.findall(r'href="(http[^"]*/t/c/[^"]+)"', html)
+    [pixel] = re.findall(r'src="(http[^"]*/t/o/[^"]+\.gif)"', html)
+
+    opened = requests.get(pixel, timeout=TIMEOUT)  # no login: a mail client fetches it
+    assert opened.status_code == 200 and opened.headers["Content-Type"] == "image/gif"
+    [event] = tap.wait_for("email.opened")
+    redirect = requests.get(click, allow_redirects=False, timeout=TIMEOUT)
+    assert redirect.status_code == 302
+    assert redirect.headers["Location"].startswith(f"{api}/csat/")
+    tap.wait_for("email.clicked")
+    forged = requests.get(click[:-4] + "AAAA", allow_redirects=False, timeout=TIMEOUT)
+    assert forged.status_code == 404 and "Location" not in forged.headers
+
+    log = session.get(f"{api}/messages?to=lin@customer.example", timeout=TIMEOUT).json()
+    by_id = {message["id"]: message for message in log["items"]}
+    assert len(by_id) == 2 and {m["status"] for m in by_id.values()} == {"sent"}
+    assert by_id[event["data"]["message_id"]]["subject"] == csat["Subject"]
