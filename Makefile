@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/events.py
 	$(VENV)/bin/python bench/contacts_import.py
 	$(VENV)/bin/python bench/sales_reports.py
+	$(VENV)/bin/python bench/notifications_send.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

@@ -11,7 +11,8 @@ One row per address (lower-cased), holding the strongest reason: bounced and era
 outrank unsubscribed. Its `created_at` is when the suppression took effect (the event's
 time), so a re-subscription older than the unsubscription it meets lifts nothing.
 
-`suppressions_api` (`GET /api/v1/suppressions`, roles marketing and admin) lists them.
+This is the notifications service's own copy, checked before every marketing send; the
+public list of suppressions and subscriptions is the marketing service's.
 """
 
 from __future__ import annotations
@@ -20,20 +21,13 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, request
-from marshmallow import fields, validate
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.notifications.models import ContactAddress, Message, Suppression
-from shared.auth import require_role
 from shared.bus import Handler, PermanentError
 from shared.config import Settings
-from shared.events import Envelope, isoformat
-from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
-from shared.schemas import StrictSchema
-from shared.web import current_db, parse_args
+from shared.events import Envelope
 
 log = logging.getLogger(__name__)
 
@@ -147,46 +141,3 @@ def handlers(settings: Settings) -> dict[str, Handler]:
         "subscription.changed": on_subscription_changed,
         "email.bounced": on_email_bounced,
     }
-
-
-# --- the read API -----------------------------------------------------------------------
-
-suppressions_api = Blueprint("suppressions", __name__, url_prefix="/api/v1")
-SUPPRESSION_SORTS = {
-    "created_at": SortKey("created_at", Suppression.created_at),
-    "email": SortKey("email", Suppression.email_key, attribute="email_key"),
-}
-
-
-class SuppressionListArgsSchema(StrictSchema):
-    """The list's query parameters."""
-
-    email = fields.String(validate=validate.Length(min=1, max=MAX_EMAIL_CHARS))
-    reason = fields.String(validate=validate.OneOf(sorted(RANK)))
-    sort = fields.String()
-    limit = fields.String()
-    cursor = fields.String()
-
-
-def suppression_view(row: Suppression) -> dict[str, Any]:
-    """A suppression as the API answers it."""
-    return {"email": row.email_key, "reason": row.reason, "created_at": isoformat(row.created_at)}
-
-
-@suppressions_api.get("/suppressions")
-def list_suppressions() -> Any:
-    """Suppressed addresses, newest first (or ?sort=), filtered by ?email= and ?reason=."""
-    require_role("marketing")
-    args = parse_args(SuppressionListArgsSchema(), request.args)
-    limit, cursor = list_params()
-    sort = parse_sort(args.get("sort"), SUPPRESSION_SORTS, "-created_at")
-    statement = select(Suppression)
-    if "email" in args:
-        statement = statement.where(Suppression.email_key == email_key(args["email"]))
-    if "reason" in args:
-        statement = statement.where(Suppression.reason == args["reason"])
-    with current_db().session() as session:
-        rows, next_cursor = paginate(
-            session, statement, sort, Suppression.email_key, limit=limit, cursor=cursor
-        )
-        return page_answer([suppression_view(row) for row in rows], next_cursor)

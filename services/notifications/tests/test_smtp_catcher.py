@@ -55,9 +55,7 @@ def test_each_caught_message_is_written_as_an_eml_file(tmp_path):
     assert stamp.endswith("Z") and len(stamp) == 23 and uuid.UUID(rest.removesuffix(".eml"))
 
 
-def test_the_catcher_process_takes_the_services_mail_and_stops_on_sigterm(
-    tmp_path, db, app, monkeypatch
-):
+def test_the_catcher_process_takes_the_services_mail_and_stops_on_sigterm(tmp_path, db, app):
     port = free_port()
     env = {**os.environ, "CRM_DATA_DIR": str(tmp_path), "CRM_SMTP_CATCHER_PORT": str(port)}
     catcher = subprocess.Popen(
@@ -69,9 +67,9 @@ def test_the_catcher_process_takes_the_services_mail_and_stops_on_sigterm(
     )
     try:
         _wait_for_port(port)
-        monkeypatch.setenv("CRM_SMTP_CATCHER_PORT", str(port))
         settings = app.extensions["crm.settings"]
-        settings = settings.with_overrides(extra={**settings.extra, "smtp_url": ""})
+        extra = {**settings.extra, "smtp_url": "", "smtp_catcher_port": port}
+        settings = settings.with_overrides(extra=extra)
         with db.session() as session:
             queue_message(
                 session, message_id=None, to="ada@example.com", subject="Hi", body_text="x"

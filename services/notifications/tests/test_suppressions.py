@@ -12,7 +12,7 @@ from services.notifications import suppressions
 from services.notifications.models import ContactAddress, Message
 from shared.bus import PermanentError
 from shared.events import utcnow
-from shared.testing import handle_event, make_event, row_counts, token_for
+from shared.testing import handle_event, make_event, row_counts
 
 ADA = "Ada@Example.com"
 
@@ -138,41 +138,3 @@ def test_events_that_name_no_address_are_permanent_errors(apply, db, event_type,
 def test_other_statuses_change_nothing(apply, db):
     apply("subscription.changed", {"email": ADA, "status": "pending"})
     assert reason(db) is None
-
-
-# --- the read API (registered here when app.py does not yet) --------------------------------
-
-
-@pytest.fixture
-def listing(app: Any) -> Any:
-    if "suppressions" not in app.blueprints:
-        app.register_blueprint(suppressions.suppressions_api)
-    return app
-
-
-def test_suppressions_are_listed_to_marketing_and_admins(listing, client, apply):
-    apply("subscription.changed", {"email": ADA, "status": "unsubscribed"})
-    apply("email.bounced", {"to": "bob@example.com", "hard": True})
-    items = client.get("/api/v1/suppressions?sort=email").get_json()["items"]
-    assert [(i["email"], i["reason"]) for i in items] == [
-        ("ada@example.com", "unsubscribed"),
-        ("bob@example.com", "bounced"),
-    ]
-    found = client.get("/api/v1/suppressions?email=ADA@example.com").get_json()["items"]
-    assert [i["email"] for i in found] == ["ada@example.com"]
-    bounced = client.get("/api/v1/suppressions?reason=bounced").get_json()["items"]
-    assert [i["email"] for i in bounced] == ["bob@example.com"]
-    page = client.get("/api/v1/suppressions?limit=1").get_json()
-    rest = client.get(f"/api/v1/suppressions?limit=1&cursor={page['next_cursor']}").get_json()
-    assert len(page["items"]) == len(rest["items"]) == 1 and rest["next_cursor"] is None
-    marketing = {"Authorization": f"Bearer {token_for(listing, 'marketing')}"}
-    assert client.get("/api/v1/suppressions", headers=marketing).status_code == 200
-    for role in ("support", "sales", "viewer"):
-        headers = {"Authorization": f"Bearer {token_for(listing, role)}"}
-        assert client.get("/api/v1/suppressions", headers=headers).status_code == 403
-    assert listing.test_client().get("/api/v1/suppressions").status_code == 401
-
-
-@pytest.mark.parametrize("query", ["?reason=spam", "?sort=reason", "?limit=500", "?x=1"])
-def test_bad_suppression_list_parameters_are_422(listing, client, query):
-    assert client.get(f"/api/v1/suppressions{query}").status_code == 422
