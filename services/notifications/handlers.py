@@ -3,18 +3,28 @@
 - `mail_handlers`: `email.requested` (send on anyone's behalf) and the contact replica
   that gives addresses and names (`contact.created|updated|merged|erased`).
 - `suppressions`: consent (`subscription.changed`) and hard bounces (`email.bounced`).
-- `notices`: ticket acknowledgement, CSAT request, assignment notice.
+- `notices`: ticket acknowledgement and CSAT request, to the customer.
+- `assignments`: "assigned to you" to staff (`ticket.assigned`, deal and lead owner changes).
+- `users`: the staff replica (`user.created|updated|deleted` from the gateway).
 - `reminders`: task reminders, scheduled from `task.*`.
 - `webhooks`: every event (ALL_EVENTS) fanned out to the matching webhooks.
 """
 
 from __future__ import annotations
 
-from services.notifications import mail_handlers, notices, reminders, suppressions, webhooks
+from services.notifications import (
+    assignments,
+    mail_handlers,
+    notices,
+    reminders,
+    suppressions,
+    users,
+    webhooks,
+)
 from shared.bus import Handler
 from shared.config import Settings, service_settings
 
-PARTS = (mail_handlers, suppressions, notices, reminders, webhooks)
+PARTS = (mail_handlers, suppressions, notices, assignments, users, reminders, webhooks)
 
 
 def handlers(settings: Settings | None = None) -> dict[str, Handler]:

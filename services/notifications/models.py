@@ -193,3 +193,18 @@ class ContactAddress(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     version: Mapped[int] = mapped_column(default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UserAddress(Base):
+    """Where a staff user is reached: a replica of the gateway's users (email, name, active),
+    kept from `user.*` events (newest `aggregate_version` wins; a deleted user stays as a
+    tombstone without an address, so a late event cannot bring them back)."""
+
+    __tablename__ = "user_addresses"
+
+    user_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(254))
+    name: Mapped[str | None] = mapped_column(String(200))
+    active: Mapped[bool] = mapped_column(default=True)
+    version: Mapped[int] = mapped_column(default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,18 +1,16 @@
-"""Notices sent on support events: acknowledgement, CSAT request, assignment.
+"""Notices to customers on support events: acknowledgement and CSAT request.
 
 - `ticket.created`: an acknowledgement to the requester: `data.requester.email`, else the
   ticket's `requester_email`, else the address of `data.contact_id` (the contacts
   replica). No address known: skipped, with a log line.
 - `ticket.resolved`: the CSAT request, with the rating link
   `{public_url}/api/v1/csat/{data.csat_token}` (no token: skipped).
-- `ticket.assigned`: a notice to the new assignee, only when the event carries
-  `assignee_email` (support does not know agents' addresses: then skipped).
 
-Each renders the stored template named `ticket_acknowledgement`, `ticket_csat_request` or
-`ticket_assigned` when there is one (a template that fails to render is logged and the
+Each renders the stored template named `ticket_acknowledgement` or `ticket_csat_request`
+when there is one (a template that fails to render is logged and the
 built-in text below is used instead), else the built-in one. Variables: `ticket` {id,
 reference, subject, status, priority, channel}, `recipient` {email, name}, plus
-`csat_url` (CSAT) and `assignee` {id, email, name} (assignment).
+`csat_url` (CSAT). Notices to staff (assignments) are in `assignments`.
 
 Notices are transactional. The message id is uuid5 of the event id and the notice, so an
 event handled twice queues one message; an address the sender refuses is logged, and
@@ -94,22 +92,6 @@ CSAT_REQUEST = Notice(
         "<p>Thank you!</p>\n"
     ),
 )
-ASSIGNED = Notice(
-    name="ticket_assigned",
-    subject="Assigned to you: {{ ticket.subject }} [#{{ ticket.reference }}]",
-    body_text=(
-        'Hello {{ assignee.name or "there" }},\n\n'
-        'The ticket "{{ ticket.subject }}" (priority {{ ticket.priority }}) '
-        "is now assigned to you.\n\n"
-        "Reference: #{{ ticket.reference }}\n"
-    ),
-    body_html=(
-        '<p>Hello {{ assignee.name or "there" }},</p>\n'
-        "<p>The ticket <strong>{{ ticket.subject }}</strong> "
-        "(priority {{ ticket.priority }}) is now assigned to you.</p>\n"
-        "<p>Reference: #{{ ticket.reference }}</p>\n"
-    ),
-)
 
 
 def notice_message_id(event: Envelope, notice: Notice) -> str:
@@ -117,7 +99,7 @@ def notice_message_id(event: Envelope, notice: Notice) -> str:
     return str(uuid.uuid5(NOTICE_NAMESPACE, f"{event.id}:{notice.name}"))
 
 
-def _text(value: Any) -> str | None:
+def text_of(value: Any) -> str | None:
     return (value.strip() or None) if isinstance(value, str) else None
 
 
@@ -130,27 +112,27 @@ def _uuid(value: Any) -> str | None:
 
 def ticket_variables(data: Mapping[str, Any]) -> dict[str, Any]:
     """What a notice may say about its ticket."""
-    ticket_id = _text(data.get("ticket_id")) or _text(data.get("id")) or ""
+    ticket_id = text_of(data.get("ticket_id")) or text_of(data.get("id")) or ""
     return {
         "id": ticket_id,
         "reference": ticket_id[:8],
-        "subject": _text(data.get("subject")) or "",
-        "status": _text(data.get("status")),
-        "priority": _text(data.get("priority")),
-        "channel": _text(data.get("channel")),
+        "subject": text_of(data.get("subject")) or "",
+        "status": text_of(data.get("status")),
+        "priority": text_of(data.get("priority")),
+        "channel": text_of(data.get("channel")),
     }
 
 
 def requester_of(session: Session, data: Mapping[str, Any]) -> dict[str, str | None] | None:
     """The requester's {email, name}: named in the event, else the contact's; None if unknown."""
     requester = data.get("requester") if isinstance(data.get("requester"), dict) else {}
-    email = _text(requester.get("email")) or _text(data.get("requester_email"))
-    name = _text(requester.get("name")) or _text(data.get("requester_name"))
+    email = text_of(requester.get("email")) or text_of(data.get("requester_email"))
+    name = text_of(requester.get("name")) or text_of(data.get("requester_name"))
     contact_id = _uuid(data.get("contact_id"))
     if email is None and contact_id is not None:
         address = session.get(ContactAddress, contact_id)
         if address is not None:
-            email, name = _text(address.email), name or _text(address.name)
+            email, name = text_of(address.email), name or text_of(address.name)
     return {"email": email, "name": name} if email else None
 
 
@@ -207,7 +189,7 @@ def acknowledge_ticket(session: Session, event: Envelope) -> Message | None:
 
 def request_csat(session: Session, event: Envelope, *, public_url: str) -> Message | None:
     """`ticket.resolved`: ask the requester to rate the help, with the signed rating link."""
-    token = _text(event.data.get("csat_token"))
+    token = text_of(event.data.get("csat_token"))
     recipient = requester_of(session, event.data)
     if token is None or len(token) > MAX_TOKEN_CHARS or recipient is None:
         log.info("ticket.resolved %s: no rating link or no address, no CSAT request", event.id)
@@ -221,26 +203,7 @@ def request_csat(session: Session, event: Envelope, *, public_url: str) -> Messa
     return send_notice(session, event, CSAT_REQUEST, recipient["email"], variables, contact_id)
 
 
-def notify_assignee(session: Session, event: Envelope) -> Message | None:
-    """`ticket.assigned`: tell the new assignee, when the event carries their address."""
-    email = _text(event.data.get("assignee_email"))
-    if email is None:
-        log.info("ticket.assigned %s: no assignee_email, no notice", event.id)
-        return None
-    assignee = {
-        "id": _uuid(event.data.get("assignee_id")),
-        "email": email,
-        "name": _text(event.data.get("assignee_name")),
-    }
-    variables = {
-        "ticket": ticket_variables(event.data),
-        "recipient": {"email": email, "name": assignee["name"]},
-        "assignee": assignee,
-    }
-    return send_notice(session, event, ASSIGNED, email, variables)
-
-
-def _handler(send: Callable[[Session, Envelope], Message | None]) -> Handler:
+def notice_handler(send: Callable[[Session, Envelope], Message | None]) -> Handler:
     def handle(session: Session, event: Envelope) -> None:
         send(session, event)
 
@@ -256,7 +219,6 @@ def handlers(settings: Settings) -> dict[str, Handler]:
         return request_csat(session, event, public_url=public_url)
 
     return {
-        "ticket.created": _handler(acknowledge_ticket),
-        "ticket.resolved": _handler(request_csat_with_link),
-        "ticket.assigned": _handler(notify_assignee),
+        "ticket.created": notice_handler(acknowledge_ticket),
+        "ticket.resolved": notice_handler(request_csat_with_link),
     }

@@ -8,7 +8,8 @@ One reminder per task (unique task_id): scheduled -> sent | cancelled.
 - `task.completed` and `task.deleted` cancel; `task.reopened` schedules again when the
   due date is still ahead.
 - The recipient is the owner's email when the event names it (`owner_email`); a new owner
-  without an email leaves the reminder without a recipient (never the old owner's).
+  without an email leaves the reminder without a recipient (never the old owner's), and
+  at firing the owner's address comes from the staff replica (`users`) instead.
 
 Events may arrive twice or out of order: `Reminder.version` holds the `aggregate_version`
 of the last task event applied, and an event no newer is ignored. A completion or deletion
@@ -37,6 +38,7 @@ from sqlalchemy.orm import Session
 from services.notifications.mailer import address_problem
 from services.notifications.models import Reminder, new_id
 from services.notifications.sending import queue_message
+from services.notifications.users import staff_address
 from shared.bus import Handler, PermanentError
 from shared.config import Settings
 from shared.db import Database
@@ -349,6 +351,9 @@ def _email_reminder(session: Session, reminder: Reminder) -> str | None:
 
 def fire(session: Session, reminder: Reminder) -> None:
     """Send a claimed reminder: its email (when it has a recipient) and `task.reminder_due`."""
+    if not reminder.recipient:  # the task named no email: the owner's, from the staff replica
+        owner = staff_address(session, reminder.owner_id)
+        reminder.recipient = owner["email"] if owner else None
     if reminder.recipient:
         reminder.message_id = _email_reminder(session, reminder)
     else:

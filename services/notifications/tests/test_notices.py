@@ -13,7 +13,6 @@ from services.notifications.models import ContactAddress, Message, Template
 from shared.testing import handle_event, make_event
 
 CONTACT = "00000000-0000-4000-8000-0000000000c1"
-AGENT = "00000000-0000-4000-8000-0000000000a1"
 PUBLIC = "https://crm.example.com"
 
 
@@ -149,22 +148,6 @@ def test_no_rating_link_means_no_csat_request(apply, db):
     assert messages(db) == []
 
 
-def test_an_assignment_is_noticed_only_with_the_assignees_address(apply, db):
-    apply(ticket_event("ticket.assigned", assignee_id=AGENT))
-    assert messages(db) == []
-    event = ticket_event(
-        "ticket.assigned",
-        assignee_id=AGENT,
-        assignee_email="agent@example.com",
-        assignee_name="Sam",
-    )
-    apply(event, times=2)
-    [message] = messages(db)
-    assert message.id == notices.notice_message_id(event, notices.ASSIGNED)
-    assert message.to_address == "agent@example.com" and "Hello Sam" in message.body_text
-    assert "priority high" in message.body_text and message.contact_id is None
-
-
 def test_each_event_is_its_own_message(apply, db):
     add_contact(db)
     apply(ticket_event("ticket.created"))
@@ -174,4 +157,4 @@ def test_each_event_is_its_own_message(apply, db):
 
 def test_every_notice_event_has_a_handler(app):
     handlers = notices.handlers(app.extensions["crm.settings"])
-    assert set(handlers) == {"ticket.created", "ticket.resolved", "ticket.assigned"}
+    assert set(handlers) == {"ticket.created", "ticket.resolved"}

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from services.notifications import reminders
 from services.notifications.app import make_database
-from services.notifications.models import Base, Message, Reminder
+from services.notifications.models import Base, Message, Reminder, UserAddress
 from shared.bus import PermanentError
 from shared.db import Database
 from shared.deadletters import publish_raw
@@ -136,6 +136,16 @@ def test_without_a_recipient_only_the_event_goes_out(db, settings, caplog):
     assert messages(db) == [] and reminder_of(db, task_id).message_id is None
     assert [event["task_id"] for event in due_events(db)] == [task_id]
     assert "no recipient" in caplog.text
+
+
+def test_without_an_email_in_the_task_the_owners_address_comes_from_the_staff_replica(db, settings):
+    with db.session() as session:
+        session.add(UserAddress(user_id=OWNER, email="owner@example.com", name="O", version=1))
+    task_id = new_task(db, settings, owner_email=None)
+    assert reminders.fire_due(db, settings, DUE) == 1
+    [message] = messages(db)
+    assert message.to_address == "owner@example.com"
+    assert reminder_of(db, task_id).recipient == "owner@example.com"
 
 
 def test_an_unusable_owner_email_is_no_recipient(db, settings):
