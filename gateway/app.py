@@ -21,6 +21,7 @@ from shared.config import Settings, load_settings
 from shared.db import Database
 from shared.web import init_app
 
+SERVICE = "gateway"
 # Token-free: logging in, the web forms that capture leads (limited by sales itself) and
 # the signed CSAT links customers follow from their email (checked by support).
 PUBLIC_PREFIXES = ("/api/v1/auth/", "/api/v1/forms/", "/api/v1/csat/")
@@ -28,21 +29,29 @@ _SETTINGS_FIELDS = {field.name for field in dataclasses.fields(Settings)}
 # Keys of test_config that steer create_app itself rather than Settings or Flask.
 _OPTIONS = ("create_tables", "password_hasher")
 
-__all__ = ["bootstrap_admin", "create_app"]
+__all__ = ["bootstrap_admin", "create_app", "make_database", "make_settings"]
+
+
+def make_settings(test_config: dict[str, Any] | None = None) -> Settings:
+    """The gateway's settings from the environment, with the Settings fields of test_config."""
+    overrides = {k: v for k, v in (test_config or {}).items() if k in _SETTINGS_FIELDS}
+    return load_settings(SERVICE).with_overrides(**overrides)
+
+
+def make_database(settings: Settings) -> Database:
+    return Database(SERVICE, settings.database_url, Base.metadata)
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the gateway's Flask app; nothing is made at import time (gunicorn forks)."""
     config = dict(test_config or {})
-    settings = load_settings("gateway")
-    overrides = {key: value for key, value in config.items() if key in _SETTINGS_FIELDS}
-    settings = settings.with_overrides(**overrides)
+    settings = make_settings(config)
 
     app = Flask(__name__, static_folder=None)
     app.config.update(
         {k: v for k, v in config.items() if k not in _SETTINGS_FIELDS and k not in _OPTIONS}
     )
-    db = Database("gateway", settings.database_url, Base.metadata)
+    db = make_database(settings)
     if config.get("create_tables"):
         db.create_all()
     hasher = config.get("password_hasher") or PasswordHasher()

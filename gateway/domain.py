@@ -1,7 +1,8 @@
 """The rules about users: signing in, creating, changing and removing them.
 
 Plain functions that take a session (and the password hasher) and return records, so the
-HTTP routes, the CLI and the tests all go through the same rules.
+HTTP routes, the CLI and the tests all go through the same rules. Every change other
+services care about records a `user.*` event in the same transaction (the outbox).
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ from sqlalchemy.orm import Session
 
 from gateway.models import User, email_key
 from shared.config import DEV_JWT_SECRET, Settings
-from shared.db import Database
+from shared.db import Database, take_write_lock
 from shared.events import utcnow
+from shared.outbox import record_event
 from shared.web import ApiError, conflict, not_found
 
 log = logging.getLogger(__name__)
 
 BAD_CREDENTIALS = "The email or password is not correct"
+# The fields of a user that other services see change (the password hash never leaves).
+PUBLISHED_FIELDS = ("name", "role", "active")
 
 
 @lru_cache(maxsize=8)
@@ -70,8 +74,34 @@ def get_user(session: Session, user_id: str) -> User:
     return user
 
 
+def _user_to_change(session: Session, user_id: str) -> User:
+    """The user with this id, locked, so two concurrent changes never share a version."""
+    take_write_lock(session)
+    user = session.get(User, user_id, with_for_update=True)
+    if user is None:
+        raise not_found("User", user_id)
+    return user
+
+
+def user_event_data(user: User) -> dict[str, Any]:
+    """What `user.created` / `user.updated` tell other services about a user."""
+    return {
+        "id": user.id,
+        "email": user.email,
+        "name": user.name,
+        "role": user.role,
+        "active": user.active,
+        "version": user.version,
+    }
+
+
+def _record_user_event(session: Session, event_type: str, user: User, **extra: Any) -> None:
+    data = {**user_event_data(user), **extra}
+    record_event(session, event_type, user.id, data, aggregate_version=user.version)
+
+
 def create_user(session: Session, hasher: PasswordHasher, fields: dict[str, Any]) -> User:
-    """Add a user; 409 if the email is taken (in any letter case)."""
+    """Add a user and record `user.created`; 409 if the email is taken (in any letter case)."""
     if find_user_by_email(session, fields["email"]) is not None:
         raise duplicate_email(fields["email"])
     now = utcnow()
@@ -83,11 +113,13 @@ def create_user(session: Session, hasher: PasswordHasher, fields: dict[str, Any]
         role=fields["role"],
         active=fields.get("active", True),
         password_hash=hasher.hash(fields["password"]),
+        version=1,
         created_at=now,
         updated_at=now,
     )
     session.add(user)
     session.flush()
+    _record_user_event(session, "user.created", user)
     return user
 
 
@@ -101,26 +133,41 @@ def duplicate_email(email: str) -> ApiError:
 def update_user(
     session: Session, hasher: PasswordHasher, user_id: str, changes: dict[str, Any]
 ) -> User:
-    """Change name, role, active or password; the last active admin stays an active admin."""
-    user = get_user(session, user_id)
+    """Change name, role, active or password; the last active admin stays an active admin.
+
+    Records `user.updated` naming the changed fields; a new password alone is no event
+    (nothing other services hold changes) and leaves the version as it is.
+    """
+    user = _user_to_change(session, user_id)
     stays_admin = changes.get("role", user.role) == "admin" and changes.get("active", user.active)
     if user.role == "admin" and user.active and not stays_admin:
         _keep_one_admin(session, user)
-    for name in ("name", "role", "active"):
-        if name in changes:
-            setattr(user, name, changes[name])
+    changed = [
+        name
+        for name in PUBLISHED_FIELDS
+        if name in changes and getattr(user, name) != changes[name]
+    ]
+    for name in changed:
+        setattr(user, name, changes[name])
     if "password" in changes:
         user.password_hash = hasher.hash(changes["password"])
-    user.updated_at = utcnow()
+    if changed or "password" in changes:
+        user.updated_at = utcnow()
+    if changed:
+        user.version += 1
+        _record_user_event(session, "user.updated", user, changed=changed)
     session.flush()
     return user
 
 
 def delete_user(session: Session, user_id: str) -> None:
-    """Remove a user for good; the last active admin cannot be removed."""
-    user = get_user(session, user_id)
+    """Remove a user for good and record `user.deleted`; the last active admin stays."""
+    user = _user_to_change(session, user_id)
     if user.role == "admin" and user.active:
         _keep_one_admin(session, user)
+    version = user.version + 1
+    data = {"id": user.id, "version": version}
+    record_event(session, "user.deleted", user.id, data, aggregate_version=version)
     session.delete(user)
     session.flush()
 

@@ -23,6 +23,8 @@ class ServiceSpec:
 
     package: str
     has_worker: bool = True
+    # False for a worker that only relays its outbox: no queue, so no dead letters either.
+    consumes: bool = True
 
     @property
     def app(self) -> str:
@@ -34,7 +36,7 @@ class ServiceSpec:
 
 
 SERVICES = {
-    "gateway": ServiceSpec("gateway", has_worker=False),
+    "gateway": ServiceSpec("gateway", consumes=False),
     "contacts": ServiceSpec("services.contacts"),
     "sales": ServiceSpec("services.sales"),
     "support": ServiceSpec("services.support"),
@@ -73,7 +75,8 @@ def migrate(name: str) -> None:
     upgrade(spec.migrations, settings.database_url)
     if spec.has_worker:
         handlers = importlib.import_module(f"{spec.package}.handlers").handlers()
-        prepare_queues(settings, handlers)
+        if handlers:  # a service that consumes nothing has no queue to declare
+            prepare_queues(settings, handlers)
 
 
 def service_port(name: str) -> int:
@@ -132,7 +135,8 @@ def run_service(args: argparse.Namespace) -> int:
     spec = SERVICES[args.service]
     if args.action == "migrate":
         migrate(args.service)
-        _say(f"{args.service}: database at the newest migration, queues declared")
+        queues = ", queues declared" if spec.has_worker and spec.consumes else ""
+        _say(f"{args.service}: database at the newest migration{queues}")
         return 0
     if args.action == "worker":
         if not spec.has_worker:
@@ -174,7 +178,8 @@ def parser() -> argparse.ArgumentParser:
         sub.set_defaults(func=run_service, service=name)
     dlq = commands.add_parser("dlq", help="list or replay a service's dead letters")
     dlq.add_argument("action", choices=["list", "replay"])
-    dlq.add_argument("service", choices=[n for n, s in SERVICES.items() if s.has_worker])
+    consumers = [n for n, s in SERVICES.items() if s.has_worker and s.consumes]
+    dlq.add_argument("service", choices=consumers)
     dlq.add_argument("--limit", type=int, default=100)
     dlq.set_defaults(func=dead_letters)
     return root

@@ -42,6 +42,17 @@ def outbox_events(db: Any, event_type: str | None = None) -> list[tuple[str, dic
         return [(kind, json.loads(payload)["data"]) for kind, payload in connection.execute(query)]
 
 
+def outbox_envelopes(db: Any, event_type: str | None = None) -> list[dict[str, Any]]:
+    """The whole envelope (aggregate id and version too) of every outbox event, oldest first."""
+    import sqlalchemy as sa
+
+    query = sa.select(db.outbox.c.payload).order_by(db.outbox.c.position)
+    if event_type is not None:
+        query = query.where(db.outbox.c.event_type == event_type)
+    with db.engine.connect() as connection:
+        return [json.loads(payload) for payload in connection.scalars(query)]
+
+
 # The subject of the admin token the service tests send.
 ADMIN_ID = "00000000-0000-4000-8000-000000000001"
 

@@ -51,12 +51,18 @@ class ServiceWorker:
         self._threads: list[threading.Thread] = []
 
     def run(self) -> None:
-        """Run until stop(): relay and timers in threads, the consumer in this thread."""
+        """Run until stop(): relay and timers in threads, the consumer in this thread.
+
+        A service that consumes nothing (no handlers) opens no queue: this thread waits.
+        """
         self._spawn("relay", self.relay.run, self.stopping)
         if self.timers:
             self._spawn("timers", self._run_timers)
         try:
-            self.consumer.run(self.stopping)
+            if self.consumer.handlers:
+                self.consumer.run(self.stopping)
+            else:
+                self.stopping.wait()
         finally:
             self.stopping.set()
             for thread in self._threads:

@@ -1,4 +1,4 @@
-"""The `crm` command's dead-letter commands against the real broker."""
+"""The `crm` command: dead-letter commands against the real broker, the gateway worker."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 
 import pika
 import pytest
+import sqlalchemy as sa
 
 from shared import cli
 from shared.bus import declare_topology
@@ -54,3 +55,33 @@ def test_crm_dlq_lists_dead_letters_as_json_lines_and_replays_them(contacts_sett
     method, _props, body = connection.channel().basic_get(contacts_settings.queue, auto_ack=True)
     connection.close()
     assert method is not None and body == b"{not json"
+
+
+def test_crm_runs_a_gateway_worker_that_crm_dlq_does_not_offer(capsys, monkeypatch):
+    started = []
+    monkeypatch.setattr("gateway.worker.main", lambda: started.append(True))
+
+    assert "gateway-worker: " in cli.procfile()
+    with pytest.raises(SystemExit) as ran:
+        cli.main(["gateway", "worker"])
+    assert ran.value.code == 0 and started == [True]
+    with pytest.raises(SystemExit) as refused:
+        cli.parser().parse_args(["dlq", "list", "gateway"])
+    assert refused.value.code == 2
+    assert "invalid choice: 'gateway'" in capsys.readouterr().err
+
+
+def test_migrating_the_gateway_declares_no_queue(tmp_path, monkeypatch):
+    declared = []
+    monkeypatch.setattr("shared.bus.prepare_queues", lambda *args: declared.append(args))
+    monkeypatch.setenv("GATEWAY_DATABASE_URL", f"sqlite:///{tmp_path / 'gateway.db'}")
+
+    cli.migrate("gateway")
+
+    assert declared == []
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'gateway.db'}")
+    with engine.connect() as connection:
+        assert "version" in {
+            column["name"] for column in sa.inspect(connection).get_columns("users")
+        }
+    engine.dispose()
