@@ -428,3 +428,30 @@ def test_mail_goes_out_through_the_smtp_catcher_once_and_is_tracked(system, tmp_
     by_id = {message["id"]: message for message in log["items"]}
     assert len(by_id) == 2 and {m["status"] for m in by_id.values()} == {"sent"}
     assert by_id[event["data"]["message_id"]]["subject"] == csat["Subject"]
+
+
+def test_an_agent_made_through_the_gateway_is_emailed_the_ticket_assigned_to_them(system, tmp_path):
+    base, tap = system
+    api = f"{base}/api/v1"
+    session = _login(api)
+    agent = {"email": "sam@crm.example", "name": "Sam Agent", "role": "support"}
+    made = session.post(
+        f"{api}/users", json={**agent, "password": "long enough pw"}, timeout=TIMEOUT
+    )
+    assert made.status_code == 201, made.text
+    [event] = [e for e in tap.wait_for("user.created", 2) if e["data"]["id"] == made.json()["id"]]
+    assert "password" not in json.dumps(event)
+    body = {"subject": "Fax jammed", "requester": {"email": "kim@customer.example"}}
+    ticket = session.post(f"{api}/tickets", json=body, timeout=TIMEOUT).json()
+
+    assign = {"assignee_id": made.json()["id"]}
+    url = f"{api}/tickets/{ticket['id']}/assign"
+    assert session.post(url, json=assign, timeout=TIMEOUT).status_code == 200
+    mail = tmp_path / "var" / "mail"
+
+    def letters() -> list[EmailMessage]:
+        return _mail_to(mail, "sam@crm.example") if mail.is_dir() else []
+
+    [notice] = _eventually(letters, lambda found: len(found) >= 1)
+    assert notice["Subject"].startswith("Assigned to you: Fax jammed")
+    assert "Hello Sam Agent" in notice.get_body(("plain",)).get_content()
