@@ -18,8 +18,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Tests wait on the broker and the databases much of the time: 4 processes by default.
 test: lint
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -n $${CRM_TEST_PROCESSES:-4}
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

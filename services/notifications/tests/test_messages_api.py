@@ -147,7 +147,9 @@ def test_one_message_shows_its_delivery_and_bodies(client, db):
     assert body["created_at"] == "2026-06-01T09:00:00Z"
 
 
-@pytest.mark.parametrize("path", [f"/api/v1/messages/{uuid.uuid4()}", "/api/v1/messages/nope"])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/messages/2b1e4c7a-0000-4000-8000-000000000404", "/api/v1/messages/nope"]
+)
 def test_an_unknown_message_is_a_404(client, path):
     response = client.get(path)
     assert response.status_code == 404 and response.mimetype == "application/problem+json"
