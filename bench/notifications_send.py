@@ -19,7 +19,6 @@ import argparse
 import contextlib
 import logging
 import multiprocessing
-import os
 import smtplib
 import socket
 import statistics
@@ -35,6 +34,8 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scratch import postgres_database  # noqa: E402
+
 from services.notifications.app import make_database  # noqa: E402
 from services.notifications.mailer import Mailer, parse_smtp_url  # noqa: E402
 from services.notifications.mime import Outgoing, build_mime  # noqa: E402
@@ -43,7 +44,6 @@ from services.notifications.sender import send_due  # noqa: E402
 from services.notifications.sending import queue_message  # noqa: E402
 from shared.config import load_settings  # noqa: E402
 
-LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 BENCH_DATABASE = "crm_bench_notifications"
 SENDER = "CRM <crm@example.com>"
 TEXT = "Hello {n},\n\nYour order has shipped. Track it in your account.\n\nThe team\n"
@@ -166,28 +166,6 @@ def through_service(url: str, port: int, mails: list[dict[str, Any]]) -> float:
 # --- databases ------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str | None]:
-    """A database of the bench's own on the PostgreSQL server, or None if none answers."""
-    server = os.environ.get("CRM_BENCH_POSTGRES_URL") or os.environ.get("CRM_TEST_POSTGRES_URL")
-    server_url = sa.make_url(server or LOCAL_POSTGRES).set(drivername="postgresql+psycopg")
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}"'))
-            connection.execute(sa.text(f'CREATE DATABASE "{BENCH_DATABASE}"'))
-    except sa.exc.OperationalError as error:
-        print(f"PostgreSQL not reachable ({type(error).__name__}): skipped")
-        yield None
-        return
-    try:
-        yield server_url.set(database=BENCH_DATABASE).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def report(name: str, count: int, seconds: list[float], baseline: float | None = None) -> float:
     rate = count / statistics.median(seconds)
     ratio = f"  ratio {rate / baseline:.2f} (goal >= 0.5)" if baseline else ""
@@ -218,7 +196,7 @@ def main() -> None:
         )
         if args.no_postgres:
             return
-        with postgres_database() as url:
+        with postgres_database(BENCH_DATABASE) as url:
             if url is not None:
                 report(
                     "service (send_due), PostgreSQL",

@@ -13,15 +13,13 @@ The goal: the endpoints grow less than 2x from 10k to 200k deals.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import random
 import statistics
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -31,6 +29,8 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from scratch import postgres_database  # noqa: E402
+
 from services.sales import pipelines, totals  # noqa: E402
 from services.sales.app import create_app  # noqa: E402
 from services.sales.models import Deal  # noqa: E402
@@ -39,7 +39,6 @@ from shared.db import Database  # noqa: E402
 
 SIZES = (10_000, 200_000)
 OWNERS = [str(uuid.UUID(int=n + 1)) for n in range(8)]
-LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 BENCH_DATABASE = "crm_bench_sales"
 FORECAST = "/api/v1/reports/forecast"
 
@@ -229,27 +228,6 @@ def print_ratios(kind: str, results: dict[int, dict[str, tuple[float, float]]]) 
             print(f"{kind}: {report} endpoint / baseline at {size // 1000}k: {ratio:.2f}")
 
 
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    """A database of the bench's own on the PostgreSQL server, dropped afterwards."""
-    server = (
-        os.environ.get("CRM_BENCH_POSTGRES_URL")
-        or os.environ.get("CRM_TEST_POSTGRES_URL")
-        or LOCAL_POSTGRES
-    )
-    server_url = sa.make_url(server).set(drivername="postgresql+psycopg")
-    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)'))
-        connection.execute(sa.text(f'CREATE DATABASE "{BENCH_DATABASE}"'))
-    try:
-        yield server_url.set(database=BENCH_DATABASE).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{BENCH_DATABASE}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=100)
@@ -259,8 +237,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         run("sqlite", f"sqlite:///{directory}/sales.db", args.runs)
     if not args.no_postgres:
-        with postgres_database() as url:
-            run("postgresql", url, args.runs)
+        with postgres_database(BENCH_DATABASE) as url:
+            if url is not None:
+                run("postgresql", url, args.runs)
     print(f"total bench time: {time.perf_counter() - started:.0f} s")
 
 

@@ -93,3 +93,15 @@ def row_counts(db: Any, *tables: str) -> dict[str, int]:
             ).scalar_one()
             for name in tables
         }
+
+
+def every_value(db: Any) -> list[str]:
+    """Every value in every table of a service's database, as text (erasure tests)."""
+    import sqlalchemy as sa
+
+    values = []
+    with db.engine.connect() as connection:
+        for table in db.metadata.sorted_tables:
+            for row in connection.execute(sa.select(table)):
+                values.extend(str(value) for value in row if value is not None)
+    return values

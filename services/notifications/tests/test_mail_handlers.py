@@ -22,7 +22,14 @@ from services.notifications.sending import derived_message_id, queue_message
 from shared.bus import PermanentError
 from shared.deadletters import publish_raw
 from shared.events import utcnow
-from shared.testing import handle_event, make_event, outbox_events, row_counts, wait_until
+from shared.testing import (
+    every_value,
+    handle_event,
+    make_event,
+    outbox_events,
+    row_counts,
+    wait_until,
+)
 from shared.worker import ServiceWorker, Timer
 
 ADA = "00000000-0000-4000-8000-00000000ada0"
@@ -233,16 +240,6 @@ def test_a_merged_contacts_messages_follow_the_survivor(db):
     assert by_id[moved].contact_id == ADA and by_id[kept].contact_id == GRACE
     assert address_of(db, duplicate) is None
     assert (address_of(db, ADA).email, address_of(db, ADA).version) == ("ada@example.com", 4)
-
-
-def every_value(db: Any) -> list[str]:
-    """Every value in every table of the service's database, as text."""
-    values = []
-    with db.engine.connect() as connection:
-        for table in db.metadata.sorted_tables:
-            for row in connection.execute(sa.select(table)):
-                values.extend(str(value) for value in row if value is not None)
-    return values
 
 
 def test_an_erased_contact_leaves_no_personal_data_in_notifications(db, settings, client):

@@ -17,7 +17,7 @@ from shared.bus import PermanentError
 from shared.deadletters import list_dead_letters, publish_raw
 from shared.events import utcnow
 from shared.outbox import record_event
-from shared.testing import handle_event, make_event, outbox_events, wait_until
+from shared.testing import every_value, handle_event, make_event, outbox_events, wait_until
 from shared.worker import ServiceWorker
 
 AGENT_ID = "00000000-0000-4000-8000-000000000003"
@@ -92,16 +92,6 @@ def _stored_answer(session: Any, resource_id: str, body: dict[str, Any]) -> None
             created_at=utcnow(),
         )
     )
-
-
-def every_value(db: Any) -> list[str]:
-    """Every value in every table of the service's database, as text."""
-    values = []
-    with db.engine.connect() as connection:
-        for table in db.metadata.sorted_tables:
-            for row in connection.execute(sa.select(table)):
-                values.extend(str(value) for value in row if value is not None)
-    return values
 
 
 # --- erasure --------------------------------------------------------------------------------
