@@ -27,6 +27,7 @@ from services.notifications.mime import address_problem
 from services.notifications.models import Click, ContactAddress, Message
 from services.notifications.sending import queue_message
 from services.notifications.templates import Rendered, render
+from services.notifications.webhooks import erase_deliveries_about
 from shared.bus import Handler, PermanentError
 from shared.config import Settings
 from shared.events import Envelope, utcnow
@@ -216,7 +217,13 @@ def on_contact_erased(session: Session, event: Envelope) -> None:
     messages = list(session.scalars(select(Message).where(theirs).with_for_update()))
     if messages:
         _erase_messages(session, messages)
-    log.info("erased %d contact(s): %d message(s) anonymised", len(ids), len(messages))
+    deliveries = erase_deliveries_about(session, [*ids, *keys])
+    log.info(
+        "erased %d contact(s): %d message(s) anonymised, %d webhook deliveries deleted",
+        len(ids),
+        len(messages),
+        deliveries,
+    )
 
 
 def _erase_messages(session: Session, messages: list[Message]) -> None:

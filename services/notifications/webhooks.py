@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -253,6 +253,21 @@ def on_any_event(session: Session, envelope: Envelope) -> None:
     ]
     _insert_ignoring_duplicates(session, rows)
     log.debug("event %s %s fans out to %d webhook(s)", envelope.type, envelope.id, len(rows))
+
+
+def erase_deliveries_about(session: Session, needles: Iterable[str]) -> int:
+    """Delete the deliveries whose payload names any of `needles` (ids, lower-cased emails).
+
+    Right to be forgotten: a kept payload (delivered, failed or pending) is a copy of an event
+    about the person; a pending one is not sent any more. How many went.
+    """
+    found = [needle for needle in needles if needle]
+    if not found:
+        return 0
+    payload = func.lower(WebhookDelivery.payload)
+    names_them = or_(*(payload.contains(needle.lower(), autoescape=True) for needle in found))
+    result = session.execute(delete(WebhookDelivery).where(names_them))
+    return int(result.rowcount or 0)
 
 
 def handlers(settings: Settings) -> dict[str, Handler]:

@@ -15,7 +15,15 @@ import sqlalchemy as sa
 from services.notifications.app import make_database
 from services.notifications.mail_handlers import handlers
 from services.notifications.mailer import Mailer, parse_smtp_url
-from services.notifications.models import Click, ContactAddress, Message, Suppression, Template
+from services.notifications.models import (
+    Click,
+    ContactAddress,
+    Message,
+    Suppression,
+    Template,
+    Webhook,
+    WebhookDelivery,
+)
 from services.notifications.outcomes import SENDING_LEASE
 from services.notifications.sender import send_due
 from services.notifications.sending import derived_message_id, queue_message
@@ -255,6 +263,10 @@ def test_an_erased_contact_leaves_no_personal_data_in_notifications(db, settings
         headers={"Idempotency-Key": "k1"},
     ).json["id"]
     grace = queue(db, contact_id=GRACE, to="grace@example.com", subject="Grace's compiler")
+    hook = add_webhook(db)
+    add_delivery(db, hook, {"id": ADA, "first_name": "Ada", "last_name": "Lovelace"})
+    add_delivery(db, hook, {"requester_email": "ADA@example.com", "subject": "Bernoulli"})
+    add_delivery(db, hook, {"id": GRACE, "first_name": "Grace"})
     assert any("Lovelace" in value for value in every_value(db))
 
     handle(db, "contact.erased", {"id": ADA, "merged_ids": [merged]}, aggregate_id=ADA)
@@ -269,8 +281,32 @@ def test_an_erased_contact_leaves_no_personal_data_in_notifications(db, settings
     assert by_id[sent].status == "sent" and by_id[waiting].status == "failed"
     assert by_id[grace].subject == "Grace's compiler" and by_id[grace].contact_id == GRACE
     assert address_of(db, ADA) is None and row_counts(db, "clicks") == {"clicks": 0}
+    assert row_counts(db, "webhook_deliveries") == {"webhook_deliveries": 1}  # grace's
     assert ("email.sent", {"message_id": sent, "redacted": True}) in outbox_events(db)
     assert send_due(db, settings, Mailer(parse_smtp_url("smtp://127.0.0.1:1"))) == 1  # grace's
+
+
+def add_webhook(db: Any) -> str:
+    webhook_id = str(uuid.uuid4())
+    with db.session() as session:
+        session.add(Webhook(id=webhook_id, url="https://hooks.example", secret="s" * 16))
+    return webhook_id
+
+
+def add_delivery(db: Any, webhook_id: str, data: dict[str, Any]) -> None:
+    """A delivery of an event about someone, as the fan-out keeps it."""
+    event = make_event("contact.updated", data, "contacts")
+    with db.session() as session:
+        session.add(
+            WebhookDelivery(
+                webhook_id=webhook_id,
+                event_id=event.id,
+                event_type=event.type,
+                payload=event.to_json(),
+                status="delivered",
+                attempts=1,
+            )
+        )
 
 
 def _mark_sent_with_click(db: Any, message_id: str) -> None:
