@@ -25,7 +25,6 @@ import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.utils import parseaddr
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from services.notifications.mime import (
@@ -34,6 +33,7 @@ from services.notifications.mime import (
     address_problem,  # noqa: F401 - offered here too: callers check addresses with it
     build_mime,
     mail_domain,
+    sender_parts,
 )
 from shared.config import Settings
 
@@ -237,7 +237,7 @@ class Mailer:
             payload = mime.as_bytes()
         except (ValueError, TypeError, UnicodeError) as error:
             raise InvalidMessage(f"cannot encode the message: {error!r}") from error
-        sender = parseaddr(message.from_address)[1]
+        sender = sender_parts(message.from_address)[1]
         return Prepared(
             message.id, mime["Message-ID"], sender, message.to_address, _quote_periods(payload)
         )

@@ -9,7 +9,9 @@ MessageProblem, and the message is never sent.
 
 from __future__ import annotations
 
+import functools
 import re
+import uuid
 from dataclasses import dataclass, field
 from email.contentmanager import raw_data_manager
 from email.header import Header
@@ -113,9 +115,20 @@ def _check_fit(message: MailContent) -> None:
         raise MessageProblem("; ".join(found))
 
 
+@functools.lru_cache(maxsize=64)
+def sender_parts(from_address: str) -> tuple[str, str]:
+    """(display name, address) of a sender; cached: a service sends from a few addresses."""
+    return parseaddr(from_address)
+
+
 def mail_domain(from_address: str) -> str:
     """The domain of the sender's address (for Message-IDs and EHLO)."""
-    return parseaddr(from_address)[1].rpartition("@")[2] or "localhost"
+    return sender_parts(from_address)[1].rpartition("@")[2] or "localhost"
+
+
+@functools.lru_cache(maxsize=64)
+def _from_header(from_address: str) -> str:
+    return formataddr(sender_parts(from_address), charset="utf-8")
 
 
 def message_id_header(message_id: str, from_address: str) -> str:
@@ -142,7 +155,7 @@ def build_mime(message: MailContent) -> EmailMessage:
     mime = EmailMessage(policy=MIME_POLICY)
     mime["Message-ID"] = message_id_header(message.id, message.from_address)
     mime["Date"] = format_datetime(utcnow())
-    mime["From"] = formataddr(parseaddr(message.from_address), charset="utf-8")
+    mime["From"] = _from_header(message.from_address)
     mime["To"] = message.to_address
     mime["Subject"] = _header_value(message.subject)
     for name, value in sorted((message.headers or {}).items()):
@@ -156,4 +169,7 @@ def build_mime(message: MailContent) -> EmailMessage:
             cte="quoted-printable",
             content_manager=raw_data_manager,
         )
+        # Ours, so the generator need not search the bodies for a safe one: quoted-printable
+        # writes "=" as "=3D", so no line of a body can start with "=_".
+        mime.set_boundary(f"=_{uuid.uuid4().hex}")
     return mime
