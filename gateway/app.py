@@ -22,9 +22,16 @@ from shared.db import Database
 from shared.web import init_app
 
 SERVICE = "gateway"
-# Token-free: logging in, the web forms that capture leads (limited by sales itself) and
-# the signed CSAT links customers follow from their email (checked by support).
-PUBLIC_PREFIXES = ("/api/v1/auth/", "/api/v1/forms/", "/api/v1/csat/")
+# Token-free: logging in, the web forms that capture leads (limited by sales itself), the
+# signed CSAT links customers follow from their email (checked by support) and marketing's.
+PUBLIC_PREFIXES = (
+    "/api/v1/auth/",
+    "/api/v1/forms/",
+    "/api/v1/csat/",
+    # One-click unsubscribe and double opt-in confirmation links (signed, checked by marketing).
+    "/api/v1/unsubscribe/",
+    "/api/v1/subscriptions/confirm/",
+)
 _SETTINGS_FIELDS = {field.name for field in dataclasses.fields(Settings)}
 # Keys of test_config that steer create_app itself rather than Settings or Flask.
 _OPTIONS = ("create_tables", "password_hasher")

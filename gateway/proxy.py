@@ -49,6 +49,11 @@ ROUTES: dict[str, str] = {
     "/api/v1/webhooks": "notifications",
     # Open pixel and click redirect: public (outside /api), the tokens are signed.
     "/t": "notifications",
+    "/api/v1/segments": "marketing",
+    "/api/v1/subscriptions": "marketing",
+    "/api/v1/subscription-lists": "marketing",
+    "/api/v1/suppressions": "marketing",
+    "/api/v1/unsubscribe": "marketing",
 }
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

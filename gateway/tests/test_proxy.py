@@ -154,6 +154,22 @@ def test_the_route_table_sends_notifications_paths_to_notifications():
         assert ROUTES[prefix] == "notifications"
 
 
+def test_the_route_table_sends_marketing_paths_to_marketing():
+    for prefix in ("/api/v1/segments", "/api/v1/subscriptions", "/api/v1/suppressions"):
+        assert ROUTES[prefix] == "marketing"
+
+
+def test_unsubscribe_and_opt_in_links_are_forwarded_without_a_token(client, upstream):
+    assert client.get("/api/v1/unsubscribe/some-token").status_code == 200
+    assert client.post("/api/v1/unsubscribe/some-token").status_code == 201  # the fake upstream
+    assert client.get("/api/v1/subscriptions/confirm/some-token").status_code == 200
+    assert client.get("/api/v1/subscriptions").status_code == 401
+    paths = [call["path"] for call in upstream.calls[-3:]]
+    assert paths == ["/api/v1/unsubscribe/some-token"] * 2 + [
+        "/api/v1/subscriptions/confirm/some-token"
+    ]
+
+
 def test_tracking_paths_are_forwarded_without_a_token(client, upstream):
     assert client.get("/t/o/some-token.gif").status_code == 200
     assert client.get("/t/c/some-token").status_code == 200

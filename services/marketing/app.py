@@ -13,6 +13,8 @@ from shared.db import Database
 from shared.web import init_app
 
 SERVICE = "marketing"
+# Token-free, signed links from email: one-click unsubscribe and double opt-in confirmation.
+PUBLIC_PREFIXES = ("/api/v1/unsubscribe/", "/api/v1/subscriptions/confirm/")
 # Blueprints by import path: each part of the service adds its own here.
 BLUEPRINTS = (
     "services.marketing.segments_api:segments_api",
@@ -39,7 +41,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         db.create_all()
     app = Flask(__name__)
     init_app(app, settings, db)
-    protect(app, settings)
+    protect(app, settings, public_prefixes=PUBLIC_PREFIXES)
     for path in BLUEPRINTS:
         module, _, name = path.partition(":")
         app.register_blueprint(getattr(importlib.import_module(module), name))
