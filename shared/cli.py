@@ -41,6 +41,7 @@ SERVICES = {
     "sales": ServiceSpec("services.sales"),
     "support": ServiceSpec("services.support"),
     "notifications": ServiceSpec("services.notifications"),
+    "marketing": ServiceSpec("services.marketing"),
 }
 
 

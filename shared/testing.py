@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -105,3 +106,21 @@ def every_value(db: Any) -> list[str]:
             for row in connection.execute(sa.select(table)):
                 values.extend(str(value) for value in row if value is not None)
     return values
+
+
+@contextlib.contextmanager
+def consuming_worker(
+    settings: Any, db: Any, handlers: dict[str, Any], *, timers: Any = ()
+) -> Iterator[Any]:
+    """A service worker running in a thread with its queue and bindings declared; stopped after."""
+    from shared.worker import ServiceWorker
+
+    worker = ServiceWorker(settings, db, handlers, timers=timers)
+    thread = worker.start()
+    try:
+        # Consuming means the queue and every binding are declared: nothing published is lost.
+        wait_until(worker.consumer.consuming.is_set, 15, "for the worker to consume")
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(timeout=15)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import email
 import io
@@ -102,14 +103,16 @@ def system(tmp_path, amqp_url, amqp_prefix) -> Iterator[tuple[str, EventTap]]:
         for suffix in ("", ".dlq", ".retry.200ms", ".retry.500ms"):
             remember_queue(amqp_prefix, f"{amqp_prefix}{name}.events{suffix}")
     tap = EventTap(amqp_url, amqp_prefix)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "run"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    log = tmp_path / "crm-run.log"  # a file, not a pipe: a full pipe would stall every process
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "run"],
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     base = f"http://127.0.0.1:{ports['gateway']}"
     try:
         wait_until_up(f"{base}/health", process, time.monotonic() + 60)
@@ -118,12 +121,21 @@ def system(tmp_path, amqp_url, amqp_prefix) -> Iterator[tuple[str, EventTap]]:
         yield base, tap
     finally:
         tap.close()
-        os.killpg(process.pid, signal.SIGINT)  # our own process group: honcho and its children
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
+        stop_process_group(process, log)
+
+
+def stop_process_group(process: subprocess.Popen, log: Path) -> None:
+    """Stop `crm run` (our own process group: honcho and its children), even if it ended."""
+    if process.poll() is not None:  # honcho stops everything when one of its processes dies
+        output = log.read_text(errors="replace")[-4000:]
+        raise AssertionError(f"crm run ended early ({process.returncode}):\n{output}")
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        process.wait(timeout=5)
 
 
 def test_make_run_serves_contacts_through_the_gateway(system):
@@ -455,3 +467,41 @@ def test_an_agent_made_through_the_gateway_is_emailed_the_ticket_assigned_to_the
     [notice] = _eventually(letters, lambda found: len(found) >= 1)
     assert notice["Subject"].startswith("Assigned to you: Fax jammed")
     assert "Hello Sam Agent" in notice.get_body(("plain",)).get_content()
+
+
+def test_a_segment_follows_a_contact_and_its_unsubscribe_link_needs_no_login(system, tmp_path):
+    base, tap = system
+    api = f"{base}/api/v1"
+    session = _login(api)
+    body = {"first_name": "Mia", "email": "mia@customer.example", "tags": ["vip"]}
+    mia = session.post(f"{api}/contacts", json=body, timeout=TIMEOUT).json()
+    vips = {"filter_groups": [{"filters": [{"field": "tags", "operator": "eq", "value": "vip"}]}]}
+    segment = session.post(
+        f"{api}/segments", json={"name": "VIPs", "filter": vips}, timeout=TIMEOUT
+    )
+    assert segment.status_code == 201, segment.text
+
+    def members() -> requests.Response:
+        url = f"{api}/segments/{segment.json()['id']}/members"
+        return session.get(url, timeout=TIMEOUT)
+
+    found = _eventually(members, lambda r: r.json()["items"])
+    assert [m["email"] for m in found.json()["items"]] == ["mia@customer.example"]
+
+    subscribe = {"contact_id": mia["id"], "status": "subscribed"}
+    subscribed = session.post(f"{api}/subscriptions", json=subscribe, timeout=TIMEOUT)
+    assert subscribed.status_code == 201, subscribed.text
+    from services.marketing.unsubscribe import unsubscribe_url
+    from shared.config import load_settings
+
+    settings = load_settings("marketing").with_overrides(
+        extra={**load_settings("marketing").extra, "public_url": base}
+    )
+    link = unsubscribe_url(settings, mia["id"], "mia@customer.example")
+    assert requests.get(link, timeout=TIMEOUT).status_code == 200  # no login
+    changes = tap.wait_for("subscription.changed", 2)
+    assert [c["data"]["status"] for c in changes] == ["subscribed", "unsubscribed"]
+    forged = requests.get(link[:-3] + "xyz", timeout=TIMEOUT)
+    assert forged.status_code == 404
+    after = session.get(f"{api}/subscriptions?contact_id={mia['id']}", timeout=TIMEOUT).json()
+    assert [s["status"] for s in after["items"]] == ["unsubscribed"]

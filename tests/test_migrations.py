@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _services():
     from gateway.models import Base as GatewayBase
     from services.contacts.models import Base as ContactsBase
+    from services.marketing.models import Base as MarketingBase
     from services.notifications.models import Base as NotificationsBase
     from services.sales.models import Base as SalesBase
     from services.support.models import Base as SupportBase
@@ -27,10 +28,13 @@ def _services():
         "sales": (ROOT / "services/sales/migrations", SalesBase.metadata),
         "support": (ROOT / "services/support/migrations", SupportBase.metadata),
         "notifications": (ROOT / "services/notifications/migrations", NotificationsBase.metadata),
+        "marketing": (ROOT / "services/marketing/migrations", MarketingBase.metadata),
     }
 
 
-@pytest.mark.parametrize("service", ["contacts", "gateway", "sales", "support", "notifications"])
+@pytest.mark.parametrize(
+    "service", ["contacts", "gateway", "sales", "support", "notifications", "marketing"]
+)
 def test_migrating_an_empty_database_matches_the_models(service, database_url):
     script_location, metadata = _services()[service]
     Database.define_messaging_tables(metadata)

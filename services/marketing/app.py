@@ -20,6 +20,7 @@ BLUEPRINTS = (
     "services.marketing.segments_api:segments_api",
     "services.marketing.subscriptions_api:subscriptions_api",
     "services.marketing.unsubscribe_api:unsubscribe_api",
+    "services.marketing.campaigns_api:campaigns_api",
 )
 
 

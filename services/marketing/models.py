@@ -60,6 +60,9 @@ class Contact(Base):
     deals_won: Mapped[int] = mapped_column(default=0)
     tickets_open: Mapped[int] = mapped_column(default=0)
     erased: Mapped[bool] = mapped_column(default=False)
+    # Set when this contact was merged into another: a tombstone that points on, so late
+    # events about the duplicate neither bring it back nor lose their facts.
+    merged_into: Mapped[str | None] = mapped_column(String(36))
     version: Mapped[int] = mapped_column(default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -75,3 +78,132 @@ class ContactTag(Base):
     tag: Mapped[str] = mapped_column(String(100), primary_key=True)
 
     __table_args__ = (Index("ix_contact_tags_tag", "tag"),)
+
+
+class ContactFact(Base):
+    """One engagement fact about a contact (an email opened or clicked, a deal won, a ticket
+    open), keyed by what it is about, so redelivered or reordered events count it once."""
+
+    __tablename__ = "contact_facts"
+
+    kind: Mapped[str] = mapped_column(String(20), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    contact_id: Mapped[str | None] = mapped_column(String(36))
+    active: Mapped[bool] = mapped_column(default=True)
+    version: Mapped[int] = mapped_column(default=0)
+
+    __table_args__ = (Index("ix_contact_facts_contact_kind", "contact_id", "kind"),)
+
+
+# --- segments (segments.py) -----------------------------------------------------------------
+
+
+class Segment(Base):
+    """A named group of contacts: dynamic (a filter over the replica, evaluated when asked)
+    or static (the contacts added to it by hand)."""
+
+    __tablename__ = "segments"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(String(1000))
+    kind: Mapped[str] = mapped_column(String(10))
+    # The filter groups of API.md's search language (dynamic segments only).
+    filter: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    version: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_segments_created_id", "created_at", "id"),)
+
+
+class SegmentMember(Base):
+    """A contact added to a static segment."""
+
+    __tablename__ = "segment_members"
+
+    segment_id: Mapped[str] = mapped_column(
+        ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True
+    )
+    contact_id: Mapped[str] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_segment_members_contact", "contact_id"),)
+
+
+# --- consent: mailing lists, subscriptions, the consent ledger, suppressions (consent.py) ---
+
+
+class SubscriptionList(Base):
+    """A mailing list people subscribe to (the newsletter, product news, ...)."""
+
+    __tablename__ = "subscription_lists"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    description: Mapped[str | None] = mapped_column(String(1000))
+    # Subscribing needs the person's confirmation through a link mailed to them.
+    double_opt_in: Mapped[bool] = mapped_column(default=False)
+    version: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Subscription(Base):
+    """One contact's consent to one list: subscribed, unsubscribed or pending confirmation."""
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    contact_id: Mapped[str] = mapped_column(String(36))
+    list_id: Mapped[str] = mapped_column(
+        ForeignKey("subscription_lists.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(20))
+    source: Mapped[str] = mapped_column(String(30))
+    # When the consent now in force was given; None unless subscribed.
+    consented_at: Mapped[datetime | None] = mapped_column()
+    # The nonce of the last confirmation link mailed (pending only): older links are void.
+    confirmation_nonce: Mapped[str | None] = mapped_column(String(36))
+    version: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("uq_subscriptions_contact_list", "contact_id", "list_id", unique=True),)
+
+
+class ConsentRecord(Base):
+    """One line of the append-only consent ledger: who consented to (or withdrew from)
+    what, when and how. No foreign keys: the ledger outlives lists and contacts; an
+    erasure blanks the person's fields and keeps the anonymous fact."""
+
+    __tablename__ = "consent_records"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    contact_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    email: Mapped[str | None] = mapped_column(String(254), index=True)  # lower-cased
+    list_id: Mapped[str | None] = mapped_column(String(36), index=True)  # None: every list
+    list_name: Mapped[str | None] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(30))
+    source: Mapped[str] = mapped_column(String(30))
+    reason: Mapped[str | None] = mapped_column(String(20))  # a suppression's reason
+    ip: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(300))
+    actor_id: Mapped[str | None] = mapped_column(String(64))
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Suppression(Base):
+    """An address no marketing mail may reach. Keyed by the SHA-256 of the lower-cased
+    address, so an erased person's row keeps only the hash (`email` None)."""
+
+    __tablename__ = "suppressions"
+
+    email_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    email: Mapped[str | None] = mapped_column(String(254), index=True)  # lower-cased
+    reason: Mapped[str] = mapped_column(String(20), index=True)
+    source: Mapped[str] = mapped_column(String(30))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,9 +1,11 @@
 """Suppressions: the addresses marketing mail must never reach, kept from events.
 
-- `subscription.changed` (data: email, status, source): "unsubscribed" suppresses the
-  address; "subscribed" through double opt-in (`source` "double_opt_in", or
-  `double_opt_in: true`) lifts an "unsubscribed" suppression, and only that: a hard
-  bounce or an erasure stays. A subscription without confirmation lifts nothing.
+- `subscription.changed` (data: email, status, source, list_id, all_lists): "unsubscribed"
+  from every list (`all_lists: true`, or no `list_id`) suppresses the address; leaving one
+  list does not (marketing leaves that list's unsubscribers out of its campaigns).
+  "subscribed" through double opt-in (`source` "double_opt_in", or `double_opt_in: true`)
+  lifts an "unsubscribed" suppression, and only that: a hard bounce or an erasure stays.
+  A subscription without confirmation lifts nothing.
 - `email.bounced` with `hard: true` (data: to or email, or a message_id of ours)
   suppresses the address as "bounced".
 
@@ -105,11 +107,15 @@ def _is_double_opt_in(data: dict[str, Any]) -> bool:
     return source == DOUBLE_OPT_IN or data.get("double_opt_in") is True
 
 
+def _from_every_list(data: dict[str, Any]) -> bool:
+    return data.get("all_lists") is True or data.get("list_id") is None
+
+
 def on_subscription_changed(session: Session, event: Envelope) -> None:
     """Unsubscribed: suppress. Subscribed by double opt-in: lift an unsubscription."""
     status = event.data.get("status")
     email = _subscriber_email(session, event.data)
-    if status == UNSUBSCRIBED:
+    if status == UNSUBSCRIBED and _from_every_list(event.data):
         suppress(session, email, UNSUBSCRIBED, event.occurred_at)
     elif status == "subscribed" and _is_double_opt_in(event.data):
         lift_unsubscription(session, email, event.occurred_at)

@@ -19,8 +19,8 @@ from shared.bus import PermanentError
 from shared.db import Database
 from shared.deadletters import publish_raw
 from shared.events import isoformat, utcnow
-from shared.testing import handle_event, make_event, outbox_events, wait_until
-from shared.worker import ServiceWorker, Timer
+from shared.testing import consuming_worker, handle_event, make_event, outbox_events, wait_until
+from shared.worker import Timer
 
 OWNER = "00000000-0000-4000-8000-0000000000a1"
 OTHER_OWNER = "00000000-0000-4000-8000-0000000000a2"
@@ -356,12 +356,8 @@ def running_worker(make_settings, database_url):
     database = make_database(settings)
     database.create_all()
     timer = Timer(0.1, reminders.reminder_timer(settings, database).action, "reminders")
-    worker = ServiceWorker(settings, database, reminders.handlers(settings), timers=[timer])
-    thread = worker.start()
-    wait_until(worker.consumer.consuming.is_set, 15, "for the worker to consume")
-    yield settings, database
-    worker.stop()
-    thread.join(timeout=15)
+    with consuming_worker(settings, database, reminders.handlers(settings), timers=[timer]):
+        yield settings, database
     database.dispose()
 
 

@@ -40,6 +40,15 @@ def test_an_unsubscription_suppresses_the_address_in_any_case(apply, db):
     assert reason(db, "someone@example.com") is None
 
 
+def test_leaving_one_list_suppresses_nothing_leaving_all_does(apply, db):
+    one = {"email": ADA, "status": "unsubscribed", "list_id": "l-1", "all_lists": False}
+    apply("subscription.changed", one)
+    assert reason(db) is None
+    every = {"email": ADA, "status": "unsubscribed", "list_id": None, "all_lists": True}
+    apply("subscription.changed", every)
+    assert reason(db) == "unsubscribed"
+
+
 def test_a_double_opt_in_lifts_an_unsubscription(apply, db):
     apply("subscription.changed", {"email": ADA, "status": "unsubscribed"})
     apply("subscription.changed", {"email": ADA, "status": "subscribed", "source": "double_opt_in"})

@@ -27,8 +27,7 @@ from shared.bus import ALL_EVENTS
 from shared.db import Database
 from shared.deadletters import publish_raw
 from shared.events import utcnow
-from shared.testing import make_event, outbox_events, wait_until
-from shared.worker import ServiceWorker
+from shared.testing import consuming_worker, make_event, outbox_events, wait_until
 
 SECRET = "s3cret-for-the-tests-only-0123456789"
 
@@ -403,12 +402,8 @@ def running_worker(make_settings, database_url):
     settings = make_settings("notifications", database_url=database_url)
     database = make_database(settings)
     database.create_all()
-    worker = ServiceWorker(settings, database, {ALL_EVENTS: on_any_event})
-    thread = worker.start()
-    wait_until(worker.consumer.consuming.is_set, 15, "for the worker to consume")
-    yield settings, database
-    worker.stop()
-    thread.join(timeout=15)
+    with consuming_worker(settings, database, {ALL_EVENTS: on_any_event}):
+        yield settings, database
     database.dispose()
 
 

@@ -16,8 +16,7 @@ from services.sales.models import Deal, DealTotal, Lead, LeadBehaviour, Task
 from services.sales.pipelines import ensure_default_pipeline
 from shared.bus import PermanentError
 from shared.deadletters import list_dead_letters, publish_raw
-from shared.testing import handle_event, make_event, outbox_events, wait_until
-from shared.worker import ServiceWorker
+from shared.testing import consuming_worker, handle_event, make_event, outbox_events, wait_until
 
 
 @pytest.fixture
@@ -170,13 +169,8 @@ def test_events_missing_what_they_need_are_permanent_failures(service_db, event_
 @pytest.fixture
 def running_worker(service_db):
     settings, db = service_db
-    worker = ServiceWorker(settings, db, handlers())
-    thread = worker.start()
-    # Consuming means the queue and every binding are declared: nothing published is lost.
-    wait_until(worker.consumer.consuming.is_set, 15, "for the worker to consume")
-    yield settings, db
-    worker.stop()
-    thread.join(timeout=15)
+    with consuming_worker(settings, db, handlers()):
+        yield settings, db
 
 
 def _behaviour_points(db, lead_id) -> int:

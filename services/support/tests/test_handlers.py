@@ -17,8 +17,14 @@ from shared.bus import PermanentError
 from shared.deadletters import list_dead_letters, publish_raw
 from shared.events import utcnow
 from shared.outbox import record_event
-from shared.testing import every_value, handle_event, make_event, outbox_events, wait_until
-from shared.worker import ServiceWorker
+from shared.testing import (
+    consuming_worker,
+    every_value,
+    handle_event,
+    make_event,
+    outbox_events,
+    wait_until,
+)
 
 AGENT_ID = "00000000-0000-4000-8000-000000000003"
 # What the erased person said or was called: none of it may stay anywhere (case-sensitive,
@@ -224,13 +230,8 @@ def test_an_erasure_without_any_id_is_a_permanent_failure(service_db):
 @pytest.fixture
 def running_worker(service_db):
     settings, db = service_db
-    worker = ServiceWorker(settings, db, handlers())
-    thread = worker.start()
-    # Consuming means the queue and every binding are declared: nothing published is lost.
-    wait_until(worker.consumer.consuming.is_set, 15, "for the worker to consume")
-    yield settings, db
-    worker.stop()
-    thread.join(timeout=15)
+    with consuming_worker(settings, db, handlers()):
+        yield settings, db
 
 
 def _contact_of(db: Any, ticket_id: str) -> str | None:
