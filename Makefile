@@ -20,7 +20,7 @@ lint: $(STAMP)
 
 # Tests wait on the broker and the databases much of the time: 4 processes by default.
 test: lint
-	$(VENV)/bin/python -m pytest -q -n $${CRM_TEST_PROCESSES:-4}
+	$(VENV)/bin/python -m pytest -q -n $${CRM_TEST_PROCESSES:-4} --dist loadgroup
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -24,6 +24,8 @@ import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
+# Each test starts the whole system (some 20 processes): one at a time, whatever -n says.
+pytestmark = pytest.mark.xdist_group("crm-run")
 TIMEOUT = 10
 
 
@@ -115,7 +117,7 @@ def system(tmp_path, amqp_url, amqp_prefix) -> Iterator[tuple[str, EventTap]]:
         )
     base = f"http://127.0.0.1:{ports['gateway']}"
     try:
-        wait_until_up(f"{base}/health", process, time.monotonic() + 60)
+        wait_until_up(f"{base}/health", process, time.monotonic() + 120)
         for port in ports.values():
             wait_until_up(f"http://127.0.0.1:{port}/health", process, time.monotonic() + 30)
         yield base, tap
