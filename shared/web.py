@@ -110,6 +110,17 @@ def json_body() -> Any:
     return data
 
 
+def form_fields() -> dict[str, Any]:
+    """An HTML form's fields, each given once (422 for files or a field given twice)."""
+    if request.files:
+        raise invalid({name: ["Files are not accepted."] for name in request.files})
+    raw = request.form.to_dict(flat=False)
+    repeated = sorted(name for name, values in raw.items() if len(values) > 1)
+    if repeated:
+        raise invalid({name: ["Given more than once."] for name in repeated})
+    return {name: values[0] for name, values in raw.items()}
+
+
 def load_body(schema: Schema, *, partial: bool = False) -> Any:
     """Parse and validate the JSON body with a marshmallow schema (422 on invalid fields)."""
     data = json_body()

@@ -31,6 +31,7 @@ from shared.web import (
     ApiError,
     current_db,
     current_settings,
+    form_fields,
     invalid,
     json_body,
     load_or_422,
@@ -108,16 +109,6 @@ def _unsubscribed(answer: dict[str, Any]) -> Response:
     return _answer(answer, _page("Unsubscribed", message, offer_all=not answer["all_lists"]))
 
 
-def _form_fields() -> dict[str, Any]:
-    if request.files:
-        raise invalid({name: ["Files are not accepted."] for name in request.files})
-    raw = request.form.to_dict(flat=False)
-    repeated = sorted(name for name, values in raw.items() if len(values) > 1)
-    if repeated:
-        raise invalid({name: ["Given more than once."] for name in repeated})
-    return {name: values[0] for name, values in raw.items()}
-
-
 def _posted_choice() -> dict[str, Any]:
     """The one-click body: empty, a form or JSON (422 for anything else in it)."""
     request.max_content_length = PUBLIC_MAX_BYTES
@@ -128,7 +119,7 @@ def _posted_choice() -> dict[str, Any]:
         if not request.get_data(cache=True):
             return {}
         if request.mimetype in FORM_TYPES:
-            return load_or_422(OneClickSchema(), _form_fields())
+            return load_or_422(OneClickSchema(), form_fields())
     except RequestEntityTooLarge:
         raise too_large from None
     if not request.is_json:

@@ -30,7 +30,14 @@ from services.sales.lead_schemas import FormLeadSchema
 from services.sales.models import OPEN_LEAD_STATUSES, FormSubmission, Lead
 from shared.db import take_write_lock
 from shared.events import utcnow
-from shared.web import ApiError, current_db, current_settings, invalid, json_body, load_or_422
+from shared.web import (
+    ApiError,
+    current_db,
+    current_settings,
+    form_fields,
+    json_body,
+    load_or_422,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,23 +72,13 @@ def _too_large() -> ApiError:
     return ApiError(413, "Content Too Large", f"A form post is limited to {FORM_MAX_BYTES} bytes")
 
 
-def _form_fields() -> dict[str, Any]:
-    if request.files:
-        raise invalid({name: ["Files are not accepted."] for name in request.files})
-    raw = request.form.to_dict(flat=False)
-    repeated = sorted(name for name, values in raw.items() if len(values) > 1)
-    if repeated:
-        raise invalid({name: ["Given more than once."] for name in repeated})
-    return {name: values[0] for name, values in raw.items()}
-
-
 def form_input() -> dict[str, Any]:
     """The posted fields, from JSON or an HTML form; empty values count as not given."""
     request.max_content_length = FORM_MAX_BYTES
     if request.content_length is not None and request.content_length > FORM_MAX_BYTES:
         raise _too_large()
     try:
-        data = _form_fields() if request.mimetype in FORM_TYPES else json_body()
+        data = form_fields() if request.mimetype in FORM_TYPES else json_body()
     except RequestEntityTooLarge:
         raise _too_large() from None
     if not isinstance(data, dict):
