@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/contacts_import.py
 	$(VENV)/bin/python bench/sales_reports.py
 	$(VENV)/bin/python bench/notifications_send.py
+	$(VENV)/bin/python bench/marketing_fanout.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.marketing.campaign_fanout import campaign_timer
 from shared.config import Settings
 from shared.db import Database
 from shared.worker import Timer
@@ -9,4 +10,4 @@ from shared.worker import Timer
 
 def timers(settings: Settings, db: Database) -> list[Timer]:
     """The worker's timers (each part adds its own here)."""
-    return []
+    return [campaign_timer(settings, db)]

@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Numeric, String
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Numeric, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.events import utcnow
@@ -207,3 +207,85 @@ class Suppression(Base):
     source: Mapped[str] = mapped_column(String(30))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- campaigns (campaigns.py, campaign_fanout.py, campaign_stats.py) -------------------------
+
+
+class Campaign(Base):
+    """An email to a segment: its content, where it is in its life (draft, scheduled,
+    sending, sent, cancelled), the fan-out's claim, and its counters."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    # No foreign keys: a segment or list deleted later leaves the campaign's history intact.
+    segment_id: Mapped[str] = mapped_column(String(36), index=True)
+    list_id: Mapped[str | None] = mapped_column(String(36))
+    subject: Mapped[str | None] = mapped_column(String(1000))
+    body_text: Mapped[str | None] = mapped_column(Text)
+    body_html: Mapped[str | None] = mapped_column(Text)
+    template: Mapped[str | None] = mapped_column(String(200))
+    sender: Mapped[str | None] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(20))
+    scheduled_at: Mapped[datetime | None] = mapped_column()
+    launched_at: Mapped[datetime | None] = mapped_column()
+    frozen_at: Mapped[datetime | None] = mapped_column()  # recipients chosen
+    sent_at: Mapped[datetime | None] = mapped_column()
+    cancelled_at: Mapped[datetime | None] = mapped_column()
+    # The fan-out's lease: one worker at a time, taken again once it runs out.
+    claim_token: Mapped[str | None] = mapped_column(String(36))
+    claimed_until: Mapped[datetime | None] = mapped_column()
+    recipients_count: Mapped[int] = mapped_column(default=0)
+    requested_count: Mapped[int] = mapped_column(default=0)
+    sent_count: Mapped[int] = mapped_column(default=0)
+    opened_count: Mapped[int] = mapped_column(default=0)
+    clicked_count: Mapped[int] = mapped_column(default=0)
+    bounced_count: Mapped[int] = mapped_column(default=0)
+    failed_count: Mapped[int] = mapped_column(default=0)
+    unsubscribed_count: Mapped[int] = mapped_column(default=0)
+    version: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index("ix_campaigns_created_id", "created_at", "id"),
+        Index("ix_campaigns_status_scheduled", "status", "scheduled_at"),
+    )
+
+
+class CampaignRecipient(Base):
+    """One contact a campaign goes to, frozen when its fan-out starts, and what became of
+    the email (each moment set once, so a repeated event counts once)."""
+
+    __tablename__ = "campaign_recipients"
+
+    campaign_id: Mapped[str] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    contact_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # pending, requested, skipped (unreachable when its turn came), cancelled, sent,
+    # failed, bounced.
+    status: Mapped[str] = mapped_column(String(20))
+    # The email's message id is uuid5(campaign_id, contact_id): derived, never stored.
+    requested_at: Mapped[datetime | None] = mapped_column()
+    sent_at: Mapped[datetime | None] = mapped_column()
+    opened_at: Mapped[datetime | None] = mapped_column()
+    clicked_at: Mapped[datetime | None] = mapped_column()
+    bounced_at: Mapped[datetime | None] = mapped_column()
+    failed_at: Mapped[datetime | None] = mapped_column()
+    unsubscribed_at: Mapped[datetime | None] = mapped_column()
+
+    __table_args__ = (
+        # The fan-out's work list: only pending rows, so marking a chunk requested only
+        # takes them out of the index.
+        Index(
+            "ix_campaign_recipients_pending",
+            "campaign_id",
+            "contact_id",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        Index("ix_campaign_recipients_contact", "contact_id"),
+    )
