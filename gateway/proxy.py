@@ -54,6 +54,7 @@ ROUTES: dict[str, str] = {
     "/api/v1/subscription-lists": "marketing",
     "/api/v1/suppressions": "marketing",
     "/api/v1/unsubscribe": "marketing",
+    "/api/v1/campaigns": "marketing",
 }
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

@@ -155,7 +155,8 @@ def test_the_route_table_sends_notifications_paths_to_notifications():
 
 
 def test_the_route_table_sends_marketing_paths_to_marketing():
-    for prefix in ("/api/v1/segments", "/api/v1/subscriptions", "/api/v1/suppressions"):
+    marketing = ("/api/v1/segments", "/api/v1/subscriptions", "/api/v1/suppressions")
+    for prefix in (*marketing, "/api/v1/subscription-lists", "/api/v1/campaigns"):
         assert ROUTES[prefix] == "marketing"
 
 
