@@ -411,6 +411,9 @@ def test_a_worker_killed_mid_send_does_not_send_again_after_restart(service, smt
         marker = request("marker@example.com")
         publish_raw(settings, "email.requested", marker.to_json())
         smtp_server.wait_for(2)
+        marker_id = derived_message_id(marker, "marker@example.com")
+        # Settled first: the clock moved past the lease below would take it for interrupted.
+        wait_until(lambda: status_of(db, marker_id) == "sent", 15, "for the marker's outcome")
         assert status_of(db, message_id) == "sending"  # in doubt: left alone
         send_due(db, settings, now=utcnow() + SENDING_LEASE + timedelta(seconds=1))
     finally:
