@@ -50,6 +50,7 @@ from services.marketing.campaigns import (
     SENT,
     Mailing,
     email_request,
+    touch,
 )
 from services.marketing.consent import (
     default_list,
@@ -92,6 +93,7 @@ def launch_due(db: Database, now: datetime | None = None) -> int:
     with db.session() as session:
         if session.scalar(select(Campaign.id).where(*due).limit(1)) is None:
             return 0  # the usual case: no write lock taken
+        take_write_lock(session)
         launched = session.execute(
             update(Campaign)
             .where(*due)
@@ -188,6 +190,7 @@ def freeze_recipients(session: Session, campaign: Campaign) -> None:
         log.warning("campaign %s: its segment is gone; cancelled", campaign.id)
         campaign.status, campaign.cancelled_at = CANCELLED, now
         campaign.claim_token = campaign.claimed_until = None
+        touch(campaign, now)
         return
     members = (
         segment_members_query(session, segment)
@@ -302,8 +305,7 @@ def mark_sent(session: Session, campaign: Campaign) -> None:
     now = utcnow()
     campaign.status, campaign.sent_at = SENT, now
     campaign.claim_token = campaign.claimed_until = None
-    campaign.version += 1
-    campaign.updated_at = now
+    touch(campaign, now)
     data = {**_summary(campaign), "requested": campaign.requested_count, "sent_at": isoformat(now)}
     record_event(session, "campaign.sent", campaign.id, data, aggregate_version=campaign.version)
     log.info("campaign %s sent: %d emails requested", campaign.id, campaign.requested_count)
