@@ -19,6 +19,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def canonical_uuid(value: Any) -> str | None:
+    """A UUID string in canonical (lower-case, hyphenated) form; None for anything else."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)  # money travels as a decimal string, never a float

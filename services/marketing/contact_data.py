@@ -3,14 +3,13 @@ replica's columns; anything malformed is a PermanentError (the event can never b
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from shared.bus import PermanentError
-from shared.events import Envelope
+from shared.events import Envelope, canonical_uuid
 from shared.schemas import holds_nul
 
 MAX_TAGS = 500
@@ -21,12 +20,10 @@ ID_FIELDS = ("company_id", "owner_id")
 
 def uuid_value(value: Any, name: str) -> str:
     """A UUID string, canonical; else the event can never be applied."""
-    if isinstance(value, str):
-        try:
-            return str(uuid.UUID(value))
-        except ValueError:
-            pass
-    raise PermanentError(f"{name} must be a UUID string")
+    canonical = canonical_uuid(value)
+    if canonical is None:
+        raise PermanentError(f"{name} must be a UUID string")
+    return canonical
 
 
 def optional_uuid(value: Any, name: str) -> str | None:

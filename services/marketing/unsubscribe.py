@@ -18,13 +18,13 @@ A token that is malformed, tampered with, expired or not ours reads as None.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from itsdangerous import BadData, URLSafeSerializer, URLSafeTimedSerializer
 
 from shared.config import Settings
+from shared.events import canonical_uuid
 
 UNSUBSCRIBE_SALT = "crm.unsubscribe"
 CONFIRM_SALT = "crm.subscription.confirm"
@@ -64,13 +64,6 @@ def _confirm_serializer(settings: Settings) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(settings.jwt_secret, salt=CONFIRM_SALT)
 
 
-def _uuid(value: Any) -> str | None:
-    try:
-        return str(uuid.UUID(value)) if isinstance(value, str) else None
-    except ValueError:
-        return None
-
-
 def _email_key(value: Any) -> str | None:
     if isinstance(value, str) and "@" in value and len(value) <= MAX_EMAIL_CHARS:
         return value.strip().lower()
@@ -104,8 +97,8 @@ def read_unsubscribe_token(settings: Settings, token: str) -> UnsubscribeClaim |
         return None
     if not (isinstance(value, list) and len(value) == 3):
         return None
-    contact_id, email_key = _uuid(value[0]), _email_key(value[1])
-    list_id = None if value[2] == EVERY_LIST else _uuid(value[2])
+    contact_id, email_key = canonical_uuid(value[0]), _email_key(value[1])
+    list_id = None if value[2] == EVERY_LIST else canonical_uuid(value[2])
     if contact_id is None or email_key is None or (list_id is None and value[2] != EVERY_LIST):
         return None
     return UnsubscribeClaim(contact_id, email_key, list_id)
@@ -137,7 +130,11 @@ def read_confirm_token(settings: Settings, token: str) -> ConfirmationClaim | No
         return None
     if not (isinstance(value, list) and len(value) == 3):
         return None
-    subscription_id, nonce, email_key = _uuid(value[0]), _uuid(value[1]), _email_key(value[2])
+    subscription_id, nonce, email_key = (
+        canonical_uuid(value[0]),
+        canonical_uuid(value[1]),
+        _email_key(value[2]),
+    )
     if subscription_id is None or nonce is None or email_key is None:
         return None
     return ConfirmationClaim(subscription_id, nonce, email_key)

@@ -30,7 +30,7 @@ from services.notifications.templates import Rendered, render
 from services.notifications.webhooks import erase_deliveries_about
 from shared.bus import Handler, PermanentError
 from shared.config import Settings
-from shared.events import Envelope, utcnow
+from shared.events import Envelope, canonical_uuid, utcnow
 from shared.idempotency import forget_resource
 from shared.outbox import redact_aggregate
 from shared.web import ApiError
@@ -44,12 +44,10 @@ TEXT_FIELDS = ("to", "subject", "body_text", "body_html", "template", "category"
 
 def _contact_id(value: Any, name: str) -> str:
     """A contact id (a UUID), canonical; else the event can never be applied."""
-    if isinstance(value, str):
-        try:
-            return str(uuid.UUID(value))
-        except ValueError:
-            pass
-    raise PermanentError(f"{name} must be a contact id (a UUID string)")
+    contact_id = canonical_uuid(value)
+    if contact_id is None:
+        raise PermanentError(f"{name} must be a contact id (a UUID string)")
+    return contact_id
 
 
 def _problem(error: ApiError) -> str:

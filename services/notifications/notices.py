@@ -39,7 +39,7 @@ from services.notifications.templates import (
 )
 from shared.bus import Handler
 from shared.config import Settings
-from shared.events import Envelope
+from shared.events import Envelope, canonical_uuid
 from shared.web import ApiError
 
 log = logging.getLogger(__name__)
@@ -103,13 +103,6 @@ def text_of(value: Any) -> str | None:
     return (value.strip() or None) if isinstance(value, str) else None
 
 
-def _uuid(value: Any) -> str | None:
-    try:
-        return str(uuid.UUID(value)) if isinstance(value, str) else None
-    except ValueError:
-        return None
-
-
 def ticket_variables(data: Mapping[str, Any]) -> dict[str, Any]:
     """What a notice may say about its ticket."""
     ticket_id = text_of(data.get("ticket_id")) or text_of(data.get("id")) or ""
@@ -128,7 +121,7 @@ def requester_of(session: Session, data: Mapping[str, Any]) -> dict[str, str | N
     requester = data.get("requester") if isinstance(data.get("requester"), dict) else {}
     email = text_of(requester.get("email")) or text_of(data.get("requester_email"))
     name = text_of(requester.get("name")) or text_of(data.get("requester_name"))
-    contact_id = _uuid(data.get("contact_id"))
+    contact_id = canonical_uuid(data.get("contact_id"))
     if email is None and contact_id is not None:
         address = session.get(ContactAddress, contact_id)
         if address is not None:
@@ -183,7 +176,7 @@ def acknowledge_ticket(session: Session, event: Envelope) -> Message | None:
         log.info("ticket.created %s: no requester address, no acknowledgement", event.id)
         return None
     variables = {"ticket": ticket_variables(event.data), "recipient": recipient}
-    contact_id = _uuid(event.data.get("contact_id"))
+    contact_id = canonical_uuid(event.data.get("contact_id"))
     return send_notice(session, event, ACKNOWLEDGEMENT, recipient["email"], variables, contact_id)
 
 
@@ -199,7 +192,7 @@ def request_csat(session: Session, event: Envelope, *, public_url: str) -> Messa
         "recipient": recipient,
         "csat_url": f"{public_url.rstrip('/')}/api/v1/csat/{quote(token, safe='')}",
     }
-    contact_id = _uuid(event.data.get("contact_id"))
+    contact_id = canonical_uuid(event.data.get("contact_id"))
     return send_notice(session, event, CSAT_REQUEST, recipient["email"], variables, contact_id)
 
 

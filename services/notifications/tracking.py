@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import html as html_lib
 import re
-import uuid
 from collections.abc import Callable
 from html.parser import HTMLParser
-from typing import Any
 from urllib.parse import urlsplit
 
 from itsdangerous import BadData, URLSafeSerializer
@@ -30,7 +28,7 @@ from sqlalchemy.orm import Session
 from services.notifications.models import Click, Message
 from services.notifications.sending import record_message_event
 from shared.config import Settings
-from shared.events import utcnow
+from shared.events import canonical_uuid, utcnow
 
 OPEN_SALT = "crm.tracking.open"
 CLICK_SALT = "crm.tracking.click"
@@ -68,19 +66,12 @@ def click_token(settings: Settings, message_id: str, url: str) -> str:
     return _serializer(settings, CLICK_SALT).dumps([str(message_id), url])
 
 
-def _message_id(value: Any) -> str | None:
-    try:
-        return str(uuid.UUID(value)) if isinstance(value, str) else None
-    except ValueError:
-        return None
-
-
 def message_of_open_token(settings: Settings, token: str) -> str | None:
     """The message an open token names; None when it is not one we signed."""
     if len(token) > MAX_TOKEN_CHARS:
         return None
     try:
-        return _message_id(_serializer(settings, OPEN_SALT).loads(token))
+        return canonical_uuid(_serializer(settings, OPEN_SALT).loads(token))
     except BadData:
         return None
 
@@ -95,7 +86,7 @@ def target_of_click_token(settings: Settings, token: str) -> tuple[str, str] | N
         return None
     if not (isinstance(value, list) and len(value) == 2):
         return None
-    message_id, url = _message_id(value[0]), value[1]
+    message_id, url = canonical_uuid(value[0]), value[1]
     if message_id is None or not isinstance(url, str) or not is_trackable(url):
         return None
     return message_id, url

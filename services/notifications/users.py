@@ -12,7 +12,6 @@ user with a usable address, else None.
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -21,19 +20,17 @@ from services.notifications.mime import address_problem
 from services.notifications.models import UserAddress
 from shared.bus import Handler, PermanentError
 from shared.config import Settings
-from shared.events import Envelope, utcnow
+from shared.events import Envelope, canonical_uuid, utcnow
 
 log = logging.getLogger(__name__)
 
 
 def _user_id(value: Any) -> str:
     """A user id (a UUID), canonical; else the event can never be applied."""
-    if isinstance(value, str):
-        try:
-            return str(uuid.UUID(value))
-        except ValueError:
-            pass
-    raise PermanentError("id must be a user id (a UUID string)")
+    user_id = canonical_uuid(value)
+    if user_id is None:
+        raise PermanentError("id must be a user id (a UUID string)")
+    return user_id
 
 
 def _version(event: Envelope) -> int:
@@ -91,11 +88,8 @@ def on_user_deleted(session: Session, event: Envelope) -> None:
 
 def staff_address(session: Session, user_id: Any) -> dict[str, Any] | None:
     """{id, email, name} of an active user with an address, else None."""
-    if not isinstance(user_id, str):
-        return None
-    try:
-        key = str(uuid.UUID(user_id))
-    except ValueError:
+    key = canonical_uuid(user_id)
+    if key is None:
         return None
     row = session.get(UserAddress, key)
     if row is None or not row.active or not row.email:
