@@ -116,39 +116,44 @@ def record_events(session: Session, rows: list[dict[str, Any]]) -> None:
 def claim_batch(session: Session, limit: int, lease_seconds: float = 60.0) -> list[Any]:
     """Claim up to `limit` unsent rows for this relay, oldest first.
 
-    One UPDATE claims the rows so two relays never take the same ones: on PostgreSQL
-    the candidate rows are locked with SKIP LOCKED, on SQLite the write lock serialises.
-    A claim expires after `lease_seconds`, so rows of a relay that died are taken again.
+    The candidates are read and locked first (SKIP LOCKED on PostgreSQL, so two relays
+    never take the same rows; on SQLite the write lock serialises), then leased by
+    position. An `UPDATE ... WHERE position IN (SELECT ... LIMIT n FOR UPDATE SKIP
+    LOCKED)` would be simpler but PostgreSQL may re-run the subquery per row scanned and
+    claim far more than `limit`. A claim expires after `lease_seconds`, so rows of a relay
+    that died are taken again.
     """
     table = _outbox(session)
     now = utcnow()
-    token = str(uuid.uuid4())
-    candidates = (
-        select(table.c.position)
-        .where(table.c.sent_at.is_(None))
-        .where((table.c.claimed_until.is_(None)) | (table.c.claimed_until < now))
-        .order_by(table.c.position)
-        .limit(limit)
+    claimable = (table.c.sent_at.is_(None)) & (
+        (table.c.claimed_until.is_(None)) | (table.c.claimed_until < now)
     )
-    if session.get_bind().dialect.name == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
-    session.execute(
-        update(table)
-        .where(table.c.position.in_(candidates.scalar_subquery()))
-        .values(
-            claim_token=token,
-            claimed_until=now + timedelta(seconds=lease_seconds),
-            attempts=table.c.attempts + 1,
-        )
-        .execution_options(synchronize_session=False)
-    )
-    return list(
+    if session.scalar(select(table.c.position).where(claimable).limit(1)) is None:
+        return []  # idle: no lock taken (SQLite has only one)
+    from shared.db import take_write_lock  # shared.db builds on this module
+
+    take_write_lock(session)
+    rows = list(
         session.execute(
             select(table.c.position, table.c.event_type, table.c.payload)
-            .where(table.c.claim_token == token)
+            .where(claimable)
             .order_by(table.c.position)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
         )
     )
+    if rows:
+        session.execute(
+            update(table)
+            .where(table.c.position.in_([row.position for row in rows]))
+            .values(
+                claim_token=str(uuid.uuid4()),
+                claimed_until=now + timedelta(seconds=lease_seconds),
+                attempts=table.c.attempts + 1,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    return rows
 
 
 def mark_sent(session: Session, positions: list[int]) -> None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.notifications.mailer import address_problem
@@ -41,7 +41,7 @@ from services.notifications.sending import queue_message
 from services.notifications.users import staff_address
 from shared.bus import Handler, PermanentError
 from shared.config import Settings
-from shared.db import Database
+from shared.db import Database, take_write_lock
 from shared.events import Envelope, isoformat, utcnow
 from shared.outbox import record_event
 from shared.web import ApiError, conflict
@@ -304,26 +304,28 @@ def message_id_for(reminder: Reminder) -> str:
 
 
 def claim_due(session: Session, now: datetime, limit: int) -> list[Reminder]:
-    """Mark up to `limit` due scheduled reminders sent (skipping locked ones); them."""
+    """Mark up to `limit` due scheduled reminders sent (skipping locked ones); them.
+
+    The due rows are locked and read first, then updated by id: an `IN (SELECT ... LIMIT n
+    FOR UPDATE SKIP LOCKED)` inside the UPDATE may be re-run by PostgreSQL per row scanned.
+    """
     due = [Reminder.status == "scheduled", Reminder.due_at <= now]
-    candidates = (
-        select(Reminder.id)
-        .where(*due)
-        .order_by(Reminder.due_at, Reminder.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+    if session.scalar(select(Reminder.id).where(*due).limit(1)) is None:
+        return []  # idle: no lock taken (SQLite has only one)
+    take_write_lock(session)
+    reminders = list(
+        session.scalars(
+            select(Reminder)
+            .where(*due)
+            .order_by(Reminder.due_at, Reminder.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
     )
-    claimed = session.scalars(
-        update(Reminder)
-        .where(Reminder.id.in_(candidates.scalar_subquery()), *due)
-        .values(status="sent", fired_at=now, updated_at=now)
-        .returning(Reminder.id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    if not claimed:
-        return []
-    statement = select(Reminder).where(Reminder.id.in_(claimed))
-    return list(session.scalars(statement.order_by(Reminder.due_at, Reminder.id)))
+    for reminder in reminders:
+        reminder.status, reminder.fired_at, reminder.updated_at = "sent", now, now
+    session.flush()
+    return reminders
 
 
 def _email_reminder(session: Session, reminder: Reminder) -> str | None:

@@ -59,7 +59,7 @@ from sqlalchemy.orm import Session
 
 from services.notifications.models import Webhook, WebhookDelivery
 from shared.config import Settings
-from shared.db import Database
+from shared.db import Database, take_write_lock
 from shared.events import isoformat, utcnow
 from shared.outbox import record_event
 from shared.worker import Timer
@@ -169,32 +169,38 @@ def post_delivery(claim: Claim, timeout: float) -> Outcome:
 
 
 def claim_due(session: Session, now: datetime, limit: int) -> list[Claim]:
-    """Take up to `limit` due pending deliveries of active webhooks (oldest due first)."""
+    """Take up to `limit` due pending deliveries of active webhooks (oldest due first).
+
+    The due rows are locked and listed first, then leased by id: an `IN (SELECT ... LIMIT n
+    FOR UPDATE SKIP LOCKED)` inside the UPDATE may be re-run by PostgreSQL per row scanned.
+    """
     active = select(Webhook.id).where(Webhook.active.is_(True))
     due = [
         WebhookDelivery.status == "pending",
         WebhookDelivery.next_attempt_at <= now,
         WebhookDelivery.webhook_id.in_(active),
     ]
-    candidates = (
-        select(WebhookDelivery.id)
-        .where(*due)
-        .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True, of=WebhookDelivery)
-    )
-    claimed = session.scalars(
-        update(WebhookDelivery)
-        .where(WebhookDelivery.id.in_(candidates.scalar_subquery()), *due)
-        .values(
-            attempts=WebhookDelivery.attempts + 1,
-            next_attempt_at=now + LEASE,
-            updated_at=now,
+    if session.scalar(select(WebhookDelivery.id).where(*due).limit(1)) is None:
+        return []  # idle: no lock taken (SQLite has only one)
+    take_write_lock(session)
+    ids = list(
+        session.scalars(
+            select(WebhookDelivery.id)
+            .where(*due)
+            .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=WebhookDelivery)
         )
-        .returning(WebhookDelivery.id)
+    )
+    if not ids:
+        return []
+    session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id.in_(ids))
+        .values(attempts=WebhookDelivery.attempts + 1, next_attempt_at=now + LEASE, updated_at=now)
         .execution_options(synchronize_session=False)
-    ).all()
-    return _claims(session, list(claimed)) if claimed else []
+    )
+    return _claims(session, ids)
 
 
 def _claims(session: Session, delivery_ids: list[str]) -> list[Claim]:

@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from services.support.models import OPEN_STATUSES, Ticket
 from services.support.sla import RUNNING_STATUSES, as_utc, record_alert
-from shared.db import Database
+from shared.db import Database, take_write_lock
 from shared.events import utcnow
 
 log = logging.getLogger(__name__)
@@ -100,28 +100,28 @@ def due_condition(alert: Alert, now: datetime) -> list[Any]:
 
 
 def claim_and_publish(session: Session, alert: Alert, now: datetime, limit: int) -> int:
-    """Claim up to `limit` tickets due for this alert, stamp them and record the events."""
+    """Claim up to `limit` tickets due for this alert, stamp them and record the events.
+
+    The due tickets are locked and read first, then stamped: an `IN (SELECT ... LIMIT n FOR
+    UPDATE SKIP LOCKED)` inside an UPDATE may be re-run by PostgreSQL per row scanned.
+    """
     conditions = due_condition(alert, now)
-    candidates = (
-        select(Ticket.id)
-        .where(*conditions)
-        .order_by(alert.column(alert.moment), Ticket.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
+    if session.scalar(select(Ticket.id).where(*conditions).limit(1)) is None:
+        return 0  # nothing due: no lock taken (SQLite has only one)
+    take_write_lock(session)
+    tickets = list(
+        session.scalars(
+            select(Ticket)
+            .where(*conditions)
+            .order_by(alert.column(alert.moment), Ticket.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
     )
-    values: dict[str, Any] = {alert.stamp: now, "version": Ticket.version + 1}
-    if alert.event_type == "ticket.sla_breached":
-        values["sla_breached"] = True
-    claimed = session.scalars(
-        update(Ticket)
-        .where(Ticket.id.in_(candidates.scalar_subquery()), *conditions)
-        .values(values)
-        .returning(Ticket.id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    if not claimed:
-        return 0
-    tickets = session.scalars(select(Ticket).where(Ticket.id.in_(claimed)).order_by(Ticket.id))
     for ticket in tickets:
+        setattr(ticket, alert.stamp, now)
+        ticket.version += 1
+        if alert.event_type == "ticket.sla_breached":
+            ticket.sla_breached = True
         record_alert(session, ticket, alert.event_type, alert.target)
-    return len(claimed)
+    return len(tickets)
