@@ -18,6 +18,7 @@ A token that is malformed, tampered with, expired or not ours reads as None.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +58,13 @@ def _public_url(settings: Settings) -> str:
 
 
 def _unsubscribe_serializer(settings: Settings) -> URLSafeSerializer:
-    return URLSafeSerializer(settings.jwt_secret, salt=UNSUBSCRIBE_SALT)
+    return _serializer_for(settings.jwt_secret)
+
+
+@functools.lru_cache(maxsize=4)
+def _serializer_for(secret: str) -> URLSafeSerializer:
+    """One serializer per secret: building one derives its key (a campaign signs 50,000)."""
+    return URLSafeSerializer(secret, salt=UNSUBSCRIBE_SALT)
 
 
 def _confirm_serializer(settings: Settings) -> URLSafeTimedSerializer:

@@ -1,11 +1,15 @@
 """Events that ask for mail or shape who it reaches.
 
-- `email.requested` (any service): data `to` or `contact_id` (the address then comes from the
-  contact replica), `subject`/`body_text`/`body_html` or `template` (an id or a name) with
-  `variables`, and optionally `message_id`, `category`, `campaign_id`, `headers`. The message
-  is queued once per message id (derived from the event and the address when none is given).
+- `email.requested` (any service): data `to`, `to_user_id` (a staff user: the address comes
+  from the user replica) or `contact_id` (the address then comes from the contact replica),
+  `subject`/`body_text`/`body_html` or `template` (an id or a name) with `variables`, and
+  optionally `message_id`, `category`, `campaign_id`, `headers`, `from_address` (the sender:
+  `news@shop.example` or `Shop <news@shop.example>`; default CRM_MAIL_FROM). The message is
+  queued once per message id (derived from the event and the address when none is given).
   A request that can never be sent (no address, bad fields, a template that fails) is a
-  PermanentError: it goes to the dead-letter queue with the reason.
+  PermanentError: it goes to the dead-letter queue with the reason. A request for a staff
+  user who is unknown, inactive or without an address is skipped (logged): there is no one
+  to tell. A redacted request (its contact was erased before it was published) is skipped.
 - `contact.created|updated|merged`: the replica of each contact's address and name
   (`ContactAddress`), applied only when the event's `aggregate_version` is newer.
 - `contact.merged`: the duplicate's messages now belong to the survivor.
@@ -27,6 +31,7 @@ from services.notifications.mime import address_problem
 from services.notifications.models import Click, ContactAddress, Message
 from services.notifications.sending import queue_message
 from services.notifications.templates import Rendered, render
+from services.notifications.users import staff_address
 from services.notifications.webhooks import erase_deliveries_about
 from shared.bus import Handler, PermanentError
 from shared.config import Settings
@@ -39,7 +44,16 @@ log = logging.getLogger(__name__)
 
 MAX_MERGED_IDS = 1000
 ERASED_SUBJECT = "(erased)"
-TEXT_FIELDS = ("to", "subject", "body_text", "body_html", "template", "category", "message_id")
+TEXT_FIELDS = (
+    "to",
+    "subject",
+    "body_text",
+    "body_html",
+    "template",
+    "category",
+    "message_id",
+    "from_address",
+)
 
 
 def _contact_id(value: Any, name: str) -> str:
@@ -60,10 +74,17 @@ def _problem(error: ApiError) -> str:
 def on_email_requested(session: Session, event: Envelope) -> None:
     """Queue the requested email (once per message id)."""
     data = event.data
+    if data.get("redacted"):  # about a person erased before it was published: no one
+        return
     _check_shape(data)
     if data.get("message_id") and _known(session, data["message_id"]):
         return  # asked for again (a new event naming the same message): already ours
     to = _recipient(session, data)
+    if to is None:
+        log.warning(
+            "email.requested %s: user %s has no address; skipped", event.id, data.get("to_user_id")
+        )
+        return
     content = _content(session, data, to)
     try:
         queue_message(
@@ -79,6 +100,7 @@ def on_email_requested(session: Session, event: Envelope) -> None:
             template_id=content.template_id,
             cause=event,
             headers=data.get("headers"),
+            from_address=data.get("from_address"),
         )
     except ApiError as error:
         raise PermanentError(f"email.requested refused: {_problem(error)}") from error
@@ -102,10 +124,15 @@ def _known(session: Session, message_id: str) -> bool:
         return False  # queue_message says what is wrong with it
 
 
-def _recipient(session: Session, data: Mapping[str, Any]) -> str:
-    """The address: `to`, else the contact's address from the replica."""
+def _recipient(session: Session, data: Mapping[str, Any]) -> str | None:
+    """The address: `to`, else the staff user's, else the contact's (None: a user without)."""
     if data.get("to"):
         return data["to"]
+    if data.get("to_user_id") is not None:
+        if canonical_uuid(data["to_user_id"]) is None:
+            raise PermanentError("to_user_id must be a user id (a UUID string)")
+        user = staff_address(session, data["to_user_id"])
+        return user["email"] if user else None
     if data.get("contact_id") is None:
         raise PermanentError("email.requested needs data.to or data.contact_id")
     contact_id = _contact_id(data["contact_id"], "contact_id")

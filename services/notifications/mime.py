@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from shared.events import utcnow
 
 MAX_ADDRESS = 254
+MAX_SENDER = 320
 MAX_HEADER_VALUE = 900  # an unfoldable value must still fit SMTP's 998-character line
 # Headers the mailer writes itself (or that would add recipients): never taken from a message.
 RESERVED_HEADERS = frozenset(
@@ -87,6 +88,18 @@ def address_problem(address: Any) -> str | None:
         return "Not a valid email address (one plain address such as ada@example.com)."
     if len(address.partition("@")[0]) > 64:
         return "The part before @ is longer than 64 characters."
+    return None
+
+
+def sender_problem(sender: Any) -> str | None:
+    """Why `sender` is not `ada@example.com` or `Name <ada@example.com>` on one line, or None."""
+    if not isinstance(sender, str) or len(sender) > MAX_SENDER:
+        return f"Give a sender of at most {MAX_SENDER} characters."
+    if any(character in sender for character in "\r\n\x00"):
+        return "A sender cannot contain line breaks."
+    name, address = sender_parts(sender)
+    if address_problem(address) is not None or (name and "<" not in sender):
+        return 'Give an address, or a name and address: "Shop <news@shop.example>".'
     return None
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.notifications.mime import address_problem, header_problem
+from services.notifications.mime import address_problem, header_problem, sender_problem
 from services.notifications.models import CATEGORIES, Message
 from services.notifications.suppressions import is_suppressed
 from shared.config import load_settings
@@ -79,6 +79,7 @@ def queue_message(
         body_html,
         category,
         headers,
+        from_address,
         contact_id=contact_id,
         campaign_id=campaign_id,
         template_id=template_id,
@@ -168,10 +169,12 @@ def _check(
     body_html: Any,
     category: Any,
     headers: Any,
+    from_address: Any,
     **references: Any,
 ) -> dict[str, str | None]:
     """Validate a message's fields (one 422 naming every bad one); its canonical ids."""
     problems = _content_problems(to, subject, body_text, body_html, category, headers)
+    problems["from_address"] = None if from_address is None else sender_problem(from_address)
     errors: dict[str, Any] = {name: [problem] for name, problem in problems.items() if problem}
     ids, id_errors = _canonical_ids(references)
     errors.update(id_errors)

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from services.notifications.app import make_database
+from services.notifications.handlers import handlers as service_handlers
 from services.notifications.mail_handlers import handlers
 from services.notifications.mailer import Mailer, parse_smtp_url
 from services.notifications.models import (
@@ -133,6 +134,9 @@ def test_a_contact_is_reached_at_the_address_the_replica_holds(db):
         {"to": "ada@example.com", "template": "no such template"},
         {"to": "ada@example.com", "subject": "Hi", "body_text": "x", "category": "spam"},
         {"to": "ada@example.com", "subject": "Hi", "body_text": "x", "message_id": "m-1"},
+        {"to": "ada@example.com", "subject": "Hi", "body_text": "x", "from_address": "news"},
+        {"to": "a@example.com", "subject": "Hi", "body_text": "x", "from_address": "a@b.c\nBcc: e"},
+        {"to_user_id": "not-a-uuid", "subject": "Hi", "body_text": "x"},
     ],
 )
 def test_a_request_that_can_never_be_sent_is_a_permanent_failure(db, data):
@@ -140,6 +144,44 @@ def test_a_request_that_can_never_be_sent_is_a_permanent_failure(db, data):
     with pytest.raises(PermanentError):
         handle(db, "email.requested", data)
     assert row_counts(db, "messages") == {"messages": 0}
+
+
+def test_a_campaign_sender_is_the_messages_from_address(db):
+    sender = "Shop News <news@shop.example>"
+    data = {"to": "ada@example.com", "subject": "Hi", "body_text": "x", "from_address": sender}
+    handle(db, "email.requested", data)
+    [message] = messages(db)
+    assert message.from_address == sender
+
+
+def test_a_staff_user_is_reached_at_the_address_the_user_replica_holds(db, app):
+    owner = str(uuid.uuid4())
+    handle_event(db, all_handlers(app), make_event_for_user(owner))
+    handle(db, "email.requested", {"to_user_id": owner, "subject": "SLA", "body_text": "x"})
+    [message] = messages(db)
+    assert message.to_address == "owner@crm.example"
+
+
+def test_a_request_for_a_user_without_an_address_is_skipped_not_dead_lettered(db, app):
+    inactive = str(uuid.uuid4())
+    handle_event(db, all_handlers(app), make_event_for_user(inactive, active=False))
+    for user_id in (inactive, str(uuid.uuid4())):  # inactive, and never heard of
+        handle(db, "email.requested", {"to_user_id": user_id, "subject": "S", "body_text": "x"})
+    assert row_counts(db, "messages") == {"messages": 0}
+
+
+def test_a_redacted_request_is_skipped_not_dead_lettered(db):
+    handle(db, "email.requested", {"campaign_id": CAMPAIGN, "redacted": True})
+    assert row_counts(db, "messages") == {"messages": 0}
+
+
+def make_event_for_user(user_id: str, **fields: Any) -> Any:
+    data = {"id": user_id, "email": "owner@crm.example", "name": "Olive", "active": True}
+    return make_event("user.created", {**data, **fields}, aggregate_id=user_id, aggregate_version=1)
+
+
+def all_handlers(app: Any) -> Any:
+    return service_handlers(app.extensions["crm.settings"])
 
 
 def add_template(db: Any, **fields: Any) -> str:
