@@ -66,6 +66,14 @@ def test_a_token_names_its_contact_address_and_list(settings):
     assert unsubscribe.read_unsubscribe_token(settings, every).list_id is None
 
 
+def test_tokens_signed_compressed_by_earlier_versions_still_work(settings):
+    contact_id, list_id = str(uuid.uuid4()), str(uuid.uuid4())
+    signer = URLSafeSerializer(settings.jwt_secret, salt=unsubscribe.UNSUBSCRIBE_SALT)
+    token = signer.dumps([contact_id, "ada@example.com", list_id])
+    claim = unsubscribe.read_unsubscribe_token(settings, token)
+    assert claim == unsubscribe.UnsubscribeClaim(contact_id, "ada@example.com", list_id)
+
+
 def test_unsubscribe_url_points_at_the_public_address(settings):
     settings = settings.with_overrides(extra={**settings.extra, "public_url": PUBLIC + "/"})
     url = unsubscribe.unsubscribe_url(settings, str(uuid.uuid4()), "ada@example.com")
