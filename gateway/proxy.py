@@ -55,6 +55,8 @@ ROUTES: dict[str, str] = {
     "/api/v1/suppressions": "marketing",
     "/api/v1/unsubscribe": "marketing",
     "/api/v1/campaigns": "marketing",
+    "/api/v1/automations": "marketing",
+    "/api/v1/reports/marketing": "marketing",
 }
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

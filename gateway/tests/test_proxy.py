@@ -156,7 +156,8 @@ def test_the_route_table_sends_notifications_paths_to_notifications():
 
 def test_the_route_table_sends_marketing_paths_to_marketing():
     marketing = ("/api/v1/segments", "/api/v1/subscriptions", "/api/v1/suppressions")
-    for prefix in (*marketing, "/api/v1/subscription-lists", "/api/v1/campaigns"):
+    more = ("/api/v1/campaigns", "/api/v1/automations", "/api/v1/reports/marketing")
+    for prefix in (*marketing, "/api/v1/subscription-lists", *more):
         assert ROUTES[prefix] == "marketing"
 
 
