@@ -507,3 +507,55 @@ def test_a_segment_follows_a_contact_and_its_unsubscribe_link_needs_no_login(sys
     assert forged.status_code == 404
     after = session.get(f"{api}/subscriptions?contact_id={mia['id']}", timeout=TIMEOUT).json()
     assert [s["status"] for s in after["items"]] == ["unsubscribed"]
+
+
+def test_a_campaign_reaches_its_segment_once_and_counts_opens_and_unsubscribes(system, tmp_path):
+    base, tap = system
+    api = f"{base}/api/v1"
+    mail = tmp_path / "var" / "mail"
+    session = _login(api)
+    people = {}
+    for name in ("Noa", "Eli"):
+        body = {"first_name": name, "email": f"{name.lower()}@spring.example", "tags": ["spring"]}
+        made = session.post(f"{api}/contacts", json=body, timeout=TIMEOUT)
+        assert made.status_code == 201, made.text
+        people[name] = made.json()
+    spring = {
+        "filter_groups": [{"filters": [{"field": "tags", "operator": "eq", "value": "spring"}]}]
+    }
+    segment = session.post(f"{api}/segments", json={"name": "Spring", "filter": spring}).json()
+    members = f"{api}/segments/{segment['id']}/members"
+    _eventually(
+        lambda: session.get(members, timeout=TIMEOUT), lambda r: len(r.json()["items"]) == 2
+    )
+    said_no = {"contact_id": people["Eli"]["id"], "status": "unsubscribed"}
+    assert session.post(f"{api}/subscriptions", json=said_no, timeout=TIMEOUT).status_code == 201
+
+    content = {"subject": "Spring sale", "body_text": "Half price.", "body_html": "<p>Half</p>"}
+    draft = {"name": "Spring sale", "segment_id": segment["id"], **content}
+    campaign = session.post(f"{api}/campaigns", json=draft, timeout=TIMEOUT).json()
+    launch = f"{api}/campaigns/{campaign['id']}/launch"
+    assert session.post(launch, json={}, timeout=TIMEOUT).status_code == 202
+    assert session.post(launch, json={}, timeout=TIMEOUT).status_code == 409
+
+    def letters() -> list[EmailMessage]:
+        return _mail_to(mail, "@spring.example") if mail.is_dir() else []
+
+    [letter] = _eventually(letters, lambda found: len(found) >= 1)
+    assert letter["To"] == "noa@spring.example" and letter["Subject"] == "Spring sale"
+
+    def stats() -> requests.Response:
+        return session.get(f"{api}/campaigns/{campaign['id']}", timeout=TIMEOUT)
+
+    sent = _eventually(stats, lambda r: r.json()["stats"]["sent"] == 1).json()
+    assert sent["status"] == "sent" and sent["stats"]["recipients"] == 1
+    [pixel] = re.findall(
+        r'src="(http[^"]*/t/o/[^"]+\.gif)"', letter.get_body(("html",)).get_content()
+    )
+    assert requests.get(pixel, timeout=TIMEOUT).status_code == 200  # no login
+    _eventually(stats, lambda r: r.json()["stats"]["opened"] == 1)
+    [link] = re.findall(r"<(http[^>]+)>", re.sub(r"\s+", "", str(letter["List-Unsubscribe"])))
+    one_click = requests.post(link, data={"List-Unsubscribe": "One-Click"}, timeout=TIMEOUT)
+    assert one_click.status_code < 300, one_click.text
+    final = _eventually(stats, lambda r: r.json()["stats"]["unsubscribed"] == 1).json()
+    assert final["stats"]["opened"] == 1 and len(letters()) == 1  # never a second email
