@@ -15,6 +15,7 @@ from flask import Flask
 from gateway.api import api
 from gateway.domain import bootstrap_admin
 from gateway.models import Base
+from gateway.permissions import enforce_roles
 from gateway.proxy import init_proxy
 from shared.auth import protect
 from shared.config import Settings, load_settings
@@ -66,6 +67,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     init_app(app, settings, db)
     protect(app, settings, public_prefixes=PUBLIC_PREFIXES)
+    enforce_roles(app, PUBLIC_PREFIXES)  # after protect: it needs the caller
     app.register_blueprint(api)
     init_proxy(app)
     _register_commands(app, db, settings, hasher)

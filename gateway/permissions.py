@@ -1,0 +1,122 @@
+"""Who may do what: one table of route × method × role, enforced at the gateway.
+
+Every `/api/v1` route is listed by its prefix with the roles that may read it (GET, HEAD,
+OPTIONS, and the POSTs that only read: `/search`, `/batch/read`) and the roles that may
+change it. `admin` may do everything. The services check the same rules on the token they
+are forwarded (so a caller going around the gateway gets nothing more); this table is the
+one place to read them, and the gateway refuses before any service is asked.
+
+A path under no prefix here (logins, the public links, health) is left to its own route.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask, g, request
+
+from shared.auth import READ_METHODS, READ_ONLY_POST_SUFFIXES, ROLES, forbidden
+
+EVERYONE = frozenset(ROLES)
+WRITERS = EVERYONE - {"viewer"}
+ADMIN = frozenset({"admin"})
+
+
+def _roles(*names: str) -> frozenset[str]:
+    return frozenset({"admin", *names})
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The roles that may read and the roles that may change what lies under a prefix."""
+
+    read: frozenset[str]
+    write: frozenset[str]
+
+
+SALES = Rule(EVERYONE, _roles("sales"))
+SUPPORT = Rule(EVERYONE, _roles("support"))
+MARKETING = Rule(EVERYONE, _roles("marketing"))
+READ_ONLY = Rule(EVERYONE, frozenset())
+ADMIN_ONLY = Rule(ADMIN, ADMIN)
+
+RULES: dict[str, Rule] = {
+    # The gateway's own.
+    "/api/v1/users": ADMIN_ONLY,
+    "/api/v1/api-keys": ADMIN_ONLY,
+    "/api/v1/me": READ_ONLY,
+    "/api/v1/customers": READ_ONLY,
+    "/api/v1/dashboard": READ_ONLY,
+    # contacts: every role that writes keeps the customer record up to date.
+    "/api/v1/contacts": Rule(EVERYONE, WRITERS),
+    "/api/v1/companies": Rule(EVERYONE, WRITERS),
+    "/api/v1/custom-fields": Rule(EVERYONE, WRITERS),
+    "/api/v1/tags": Rule(EVERYONE, WRITERS),
+    # sales
+    "/api/v1/leads": SALES,
+    "/api/v1/lead-scoring-rules": SALES,
+    "/api/v1/pipelines": SALES,
+    "/api/v1/deals": SALES,
+    "/api/v1/tasks": SALES,
+    "/api/v1/reports": READ_ONLY,  # every service's reports
+    # support
+    "/api/v1/tickets": SUPPORT,
+    "/api/v1/sla-policies": SUPPORT,
+    # notifications
+    "/api/v1/templates": Rule(EVERYONE, _roles("marketing", "support")),
+    "/api/v1/messages": Rule(EVERYONE, _roles("sales", "support", "marketing")),
+    # Reminders come from tasks; cancelling one is for its owner (the service checks whose).
+    "/api/v1/reminders": Rule(EVERYONE, WRITERS),
+    "/api/v1/webhooks": ADMIN_ONLY,  # they hold signing secrets
+    # marketing
+    "/api/v1/segments": MARKETING,
+    "/api/v1/subscriptions": MARKETING,
+    "/api/v1/subscription-lists": MARKETING,
+    "/api/v1/suppressions": MARKETING,
+    "/api/v1/campaigns": MARKETING,
+    "/api/v1/automations": MARKETING,
+}
+
+
+def rule_for(path: str) -> Rule | None:
+    """The rule of the longest prefix `path` lies under (a whole segment), or None."""
+    best = None
+    for prefix, rule in RULES.items():
+        if path == prefix or path.startswith(prefix + "/"):
+            if best is None or len(prefix) > len(best[0]):
+                best = (prefix, rule)
+    return best[1] if best else None
+
+
+def is_read(method: str, path: str) -> bool:
+    """Whether a request only reads (GET and friends, and the POSTs that search)."""
+    if method in READ_METHODS:
+        return True
+    return method == "POST" and path.rstrip("/").endswith(READ_ONLY_POST_SUFFIXES)
+
+
+def allowed(role: str, method: str, path: str) -> bool:
+    """Whether `role` may send `method` to `path` (True where no rule speaks)."""
+    rule = rule_for(path)
+    if rule is None or role == "admin":
+        return True
+    return role in (rule.read if is_read(method, path) else rule.write)
+
+
+def enforce_roles(app: Flask, public_prefixes: tuple[str, ...]) -> None:
+    """Refuse (403) what the caller's role may not do, before anything is forwarded.
+
+    Registered after authentication, which has put the caller in `g.principal`.
+    """
+
+    def check() -> None:
+        path = request.path
+        if not path.startswith("/api/") or path.startswith(public_prefixes):
+            return
+        principal = g.get("principal")
+        if principal is None or allowed(principal.role, request.method, path):
+            return
+        doing = "read" if is_read(request.method, path) else "change"
+        raise forbidden(f"The role {principal.role!r} may not {doing} {path}")
+
+    app.before_request(check)
