@@ -29,6 +29,8 @@ class Principal:
     role: str
     email: str | None = None
     kind: str = "user"
+    # Granted by an admin: sees the team's records where the role otherwise sees only its own.
+    team: bool = False
 
     @property
     def may_write(self) -> bool:
@@ -44,6 +46,7 @@ def issue_token(settings: Settings, principal: Principal, ttl_seconds: int | Non
         "role": principal.role,
         "email": principal.email,
         "kind": principal.kind,
+        "team": principal.team,
         "iat": now,
         "exp": now + (ttl_seconds or settings.jwt_ttl_seconds),
         "jti": str(uuid.uuid4()),
@@ -76,7 +79,8 @@ def verify_token(settings: Settings, token: str) -> Principal:
     role = claims.get("role")
     if role not in ROLES:
         raise unauthorized("The access token names no known role")
-    return Principal(claims["sub"], role, claims.get("email"), claims.get("kind", "user"))
+    team = claims.get("team") is True
+    return Principal(claims["sub"], role, claims.get("email"), claims.get("kind", "user"), team)
 
 
 def bearer_token() -> str | None:

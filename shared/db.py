@@ -88,6 +88,10 @@ class Database:
     def new_session(self) -> Session:
         return self._sessions()
 
+    def listen(self, name: str, handler: Any) -> None:
+        """Listen to a session event (e.g. `do_orm_execute`) of this database's sessions."""
+        event.listen(self._sessions, name, handler)
+
     def create_all(self) -> None:
         self.metadata.create_all(self.engine)
 

@@ -6,15 +6,19 @@ from typing import Any
 
 from flask import Flask
 
-from services.sales.models import Base
+from services.sales.models import Base, Deal, Lead, Task
 from shared.auth import protect
 from shared.config import Settings, service_settings
 from shared.db import Database
+from shared.owner_scope import scope_to_owner
 from shared.web import init_app
 
 SERVICE = "sales"
 # The web-form endpoint takes leads from anyone: no token, its own limits instead.
 PUBLIC_PREFIXES = ("/api/v1/forms/",)
+# Where a sales user without team visibility sees only their own records (reports are the
+# team's figures for everyone).
+OWNED_PREFIXES = ("/api/v1/leads", "/api/v1/deals", "/api/v1/tasks")
 
 
 def make_settings(test_config: dict[str, Any] | None = None) -> Settings:
@@ -46,6 +50,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     trusted_proxy(app)
     init_app(app, settings, db)
     protect(app, settings, public_prefixes=PUBLIC_PREFIXES)
+    scope_to_owner(app, db, (Lead, Deal, Task), OWNED_PREFIXES)
     for blueprint in (
         leads_api,
         scoring_api,
