@@ -1,4 +1,7 @@
-"""The gateway's own HTTP API: tokens, users (admin only) and the caller (`/me`)."""
+"""The gateway's own HTTP API: users (admin only) and the caller (`/me`).
+
+Signing in and tokens are in gateway.auth_api, API keys in gateway.api_keys_api.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +13,18 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gateway import domain
+from gateway import api_keys, domain
 from gateway.models import User
 from gateway.schemas import (
-    TokenRequestSchema,
+    ApiKeySchema,
     UserCreateSchema,
     UserListQuerySchema,
     UserSchema,
     UserUpdateSchema,
 )
-from shared.auth import Principal, current_principal, forbidden, issue_token, unauthorized
+from shared.auth import Principal, current_principal, forbidden, unauthorized
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
-from shared.web import created, current_db, current_settings, load_body, load_or_422, no_content
+from shared.web import created, current_db, load_body, load_or_422, no_content
 
 api = Blueprint("gateway_api", __name__, url_prefix="/api/v1")
 
@@ -60,32 +63,14 @@ def require_admin(session: Session) -> User:
     return user
 
 
-@api.post("/auth/token")
-def create_token() -> Response:
-    """Trade an email and password for a bearer token."""
-    credentials = load_body(TokenRequestSchema())
-    settings = current_settings()
-    with current_db().session() as session:
-        user = domain.authenticate(
-            session, password_hasher(), credentials["email"], credentials["password"]
-        )
-        principal = Principal(user.id, user.role, user.email)
-    token = issue_token(settings, principal)
-    response = jsonify(
-        {
-            "access_token": token,
-            "token_type": "Bearer",
-            "expires_in": settings.jwt_ttl_seconds,
-        }
-    )
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
 @api.get("/me")
 def me() -> Response:
-    """Who the caller is."""
+    """Who the caller is: their user record, or the API key they call with."""
+    principal = current_principal()
     with current_db().session() as session:
+        if principal.kind == "api_key":
+            key = api_keys.get_api_key(session, principal.subject)
+            return jsonify({**ApiKeySchema().dump(key), "kind": "api_key"})
         return jsonify(show(signed_in_user(session)))
 
 

@@ -13,10 +13,13 @@ from argon2 import PasswordHasher
 from flask import Flask
 
 from gateway.api import api
+from gateway.api_keys_api import api_key_principal, api_keys_api
+from gateway.auth_api import auth_api
 from gateway.domain import bootstrap_admin
 from gateway.models import Base
 from gateway.permissions import enforce_roles
 from gateway.proxy import init_proxy
+from gateway.views_api import views_api
 from shared.auth import protect
 from shared.config import Settings, load_settings
 from shared.db import Database
@@ -66,10 +69,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["gateway.hasher"] = hasher
 
     init_app(app, settings, db)
-    protect(app, settings, public_prefixes=PUBLIC_PREFIXES)
+    protect(app, settings, public_prefixes=PUBLIC_PREFIXES, api_keys=api_key_principal)
     enforce_roles(app, PUBLIC_PREFIXES)  # after protect: it needs the caller
     app.register_blueprint(api)
+    app.register_blueprint(auth_api)
+    app.register_blueprint(api_keys_api)
     init_proxy(app)
+    app.register_blueprint(views_api)  # the customer view and the dashboard
     _register_commands(app, db, settings, hasher)
     return app
 

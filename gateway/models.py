@@ -1,11 +1,11 @@
-"""What the gateway stores: its users (email, role, password hash)."""
+"""What the gateway stores: users, their refresh tokens, API keys and failed sign-ins."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, String
+from sqlalchemy import Boolean, DateTime, ForeignKey, Index, String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -60,3 +60,66 @@ class User(Base):
 def email_key(email: str) -> str:
     """The form of an email that uniqueness and sign-in compare."""
     return email.strip().lower()
+
+
+class RefreshTokenFamily(Base):
+    """The chain of refresh tokens one sign-in starts: logout or theft revokes it whole."""
+
+    __tablename__ = "refresh_token_families"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class RefreshToken(Base):
+    """One refresh token of a family, kept as its SHA-256 only; spent once used."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    family_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("refresh_token_families.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ApiKey(Base):
+    """A key an integration calls with (`X-API-Key`), with one role; kept as a hash."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    # The public start of the key, to find its row; the secret after it is only hashed.
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    # The admin who made it; no foreign key, so the record outlives a removed admin.
+    created_by: Mapped[str | None] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    # Updated at most once a minute, so using a key is no write per request.
+    last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class LoginFailure(Base):
+    """A failed sign-in (or one still being checked), counted per email and per client."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (
+        Index("ix_login_failures_email", "email_digest", "failed_at"),
+        Index("ix_login_failures_client", "client_address", "failed_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # SHA-256 of the lower-cased email: counts attempts without keeping the address.
+    email_digest: Mapped[str] = mapped_column(String(64))
+    client_address: Mapped[str] = mapped_column(String(64))
+    failed_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)

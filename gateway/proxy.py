@@ -18,6 +18,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as Urllib3Error
 from werkzeug.datastructures import Headers
 
+from gateway.breaker import breaker_for, init_breakers
+from shared.auth import API_KEY_HEADER, issue_token
 from shared.web import REQUEST_ID_HEADER, ApiError, current_settings
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,14 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length", REQUEST_ID_HEADER.lower()}
+# An API key stops here: a key's call goes on with a short-lived bearer token instead.
+NOT_FORWARDED = HOP_BY_HOP | {
+    "host",
+    "content-length",
+    REQUEST_ID_HEADER.lower(),
+    API_KEY_HEADER.lower(),
+}
+FORWARDED_TOKEN_TTL_SECONDS = 60
 NOT_RETURNED = HOP_BY_HOP | {"server", "date", REQUEST_ID_HEADER.lower()}
 HTTP_SESSION = "gateway.http"
 
@@ -111,6 +120,11 @@ def upstream_headers() -> dict[str, str]:
     headers["X-Forwarded-For"] = f"{forwarded_for}, {client}" if forwarded_for else client
     headers.setdefault("X-Forwarded-Proto", request.scheme)
     headers.setdefault("X-Forwarded-Host", request.host)
+    principal = g.get("principal")
+    if principal is not None and principal.kind == "api_key":
+        # The services verify tokens only; this one names the key and carries its role.
+        token = issue_token(current_settings(), principal, FORWARDED_TOKEN_TTL_SECONDS)
+        headers["Authorization"] = f"Bearer {token}"
     return headers
 
 
@@ -170,8 +184,10 @@ def call_service(http: requests.Session, service: str) -> requests.Response:
     if not base_url:
         log.error("no URL is configured for the %s service", service)
         raise unavailable(service)
+    breaker = breaker_for(service)
+    breaker.guard()  # fails fast (503, Retry-After) while the service's circuit is open
     try:
-        return http.request(
+        upstream = http.request(
             request.method,
             upstream_url(base_url),
             headers=upstream_headers(),
@@ -181,16 +197,21 @@ def call_service(http: requests.Session, service: str) -> requests.Response:
             timeout=timeouts(settings.http_timeout_seconds),
         )
     except requests.Timeout:
+        breaker.record_failure()
         log.warning("the %s service timed out on %s %s", service, request.method, request.path)
         raise ApiError(
             504, "Gateway Timeout", f"The {service} service did not answer in time"
         ) from None
     except requests.ConnectionError as error:
+        breaker.record_failure()
         log.warning("the %s service is unreachable: %s", service, type(error).__name__)
         raise unavailable(service) from None
     except requests.RequestException as error:
+        breaker.record_failure()
         log.warning("the call to the %s service failed: %s", service, type(error).__name__)
         raise ApiError(502, "Bad Gateway", f"The {service} service gave no valid answer") from None
+    breaker.record_status(upstream.status_code)
+    return upstream
 
 
 def _stream_back(upstream: requests.Response, service: str) -> Iterator[bytes]:
@@ -239,4 +260,5 @@ def init_proxy(app: Flask) -> None:
     """Give the app its pooled HTTP client and the forwarding routes."""
     http = make_http_session()
     app.extensions[HTTP_SESSION] = http
+    init_breakers(app, app.extensions["crm.settings"])
     app.register_blueprint(proxy_blueprint(http))

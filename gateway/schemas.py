@@ -84,3 +84,43 @@ class UserSchema(Schema):
     active = fields.Boolean()
     created_at = UtcTimestamp()
     updated_at = UtcTimestamp()
+
+
+class RefreshRequestSchema(Schema):
+    """`POST /auth/refresh` and `POST /auth/logout`: the refresh token."""
+
+    class Meta:
+        unknown = RAISE
+
+    refresh_token = fields.String(required=True, validate=validate.Length(min=1, max=200))
+
+
+class ApiKeyCreateSchema(Schema):
+    """`POST /api-keys`: a name to recognise the key by, and the role it acts with."""
+
+    class Meta:
+        unknown = RAISE
+
+    name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    role = fields.String(required=True, validate=_role)
+
+
+class ApiKeyListQuerySchema(Schema):
+    """Filters of `GET /api-keys` (paging and sorting are read by shared.pagination)."""
+
+    class Meta:
+        unknown = RAISE
+
+    role = fields.String(validate=_role)
+
+
+class ApiKeySchema(Schema):
+    """An API key as the API shows it: never the key or its hash."""
+
+    id = fields.String()
+    name = fields.String()
+    role = fields.String()
+    prefix = fields.String()
+    created_by = fields.String()
+    created_at = UtcTimestamp()
+    last_used_at = UtcTimestamp()

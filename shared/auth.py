@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,8 @@ ISSUER = "crm-gateway"
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # POSTs that only read (a search's filters don't fit a query string): viewers may send them.
 READ_ONLY_POST_SUFFIXES = ("/search", "/batch/read")
+# The header integrations send their API key in; only the gateway reads it.
+API_KEY_HEADER = "X-API-Key"
 
 
 @dataclass(frozen=True)
@@ -106,17 +109,34 @@ def require_role(*roles: str) -> Principal:
     return principal
 
 
-def protect(app: Flask, settings: Settings, *, public_prefixes: tuple[str, ...] = ()) -> None:
-    """Refuse every /api/ request without a valid bearer token; viewers may only read."""
+def protect(
+    app: Flask,
+    settings: Settings,
+    *,
+    public_prefixes: tuple[str, ...] = (),
+    api_keys: Callable[[str], Principal] | None = None,
+) -> None:
+    """Refuse every /api/ request without a valid bearer token; viewers may only read.
+
+    `api_keys` turns an `X-API-Key` into its principal (or raises 401). Only the gateway
+    passes it: it forwards a key's calls with a bearer token of its own making, so the
+    services accept bearer tokens alone and a key sent around the gateway opens nothing.
+    """
+
+    def caller() -> Principal:
+        token = bearer_token()
+        if token is not None:
+            return verify_token(settings, token)
+        api_key = request.headers.get(API_KEY_HEADER, "").strip()
+        if api_key and api_keys is not None:
+            return api_keys(api_key)
+        raise unauthorized("Authentication is required: send Authorization: Bearer <token>")
 
     def authenticate() -> None:
         path = request.path
         if not path.startswith("/api/") or path.startswith(public_prefixes):
             return
-        token = bearer_token()
-        if token is None:
-            raise unauthorized("Authentication is required: send Authorization: Bearer <token>")
-        principal = verify_token(settings, token)
+        principal = caller()
         reads = request.method in READ_METHODS or (
             request.method == "POST" and path.rstrip("/").endswith(READ_ONLY_POST_SUFFIXES)
         )

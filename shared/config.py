@@ -40,6 +40,8 @@ class Settings:
     amqp_prefix: str = ""
     jwt_secret: str = DEV_JWT_SECRET
     jwt_ttl_seconds: int = 3600
+    # How long a refresh token lives unused (each refresh hands out a new one).
+    refresh_ttl_seconds: int = 30 * 24 * 3600
     max_body_bytes: int = 32 * 1024 * 1024
     log_level: str = "INFO"
     consumer_prefetch: int = 200
@@ -50,6 +52,11 @@ class Settings:
     relay_idle_seconds: float = 0.2
     outbox_retention_hours: float = 24.0
     http_timeout_seconds: float = 5.0
+    # The gateway's composed views (customer, dashboard): each service call's timeout.
+    view_timeout_seconds: float = 2.0
+    # The gateway's circuit breakers: this many failures in a row open one for that long.
+    breaker_failures: int = 5
+    breaker_open_seconds: float = 30.0
     service_urls: dict[str, str] = field(default_factory=dict)
     admin_email: str = "admin@example.com"
     admin_password: str = "admin"
@@ -102,6 +109,7 @@ def load_settings(service: str, environ: Mapping[str, str] | None = None) -> Set
         amqp_prefix=_env(env, "CRM_AMQP_PREFIX", ""),
         jwt_secret=_env(env, "CRM_JWT_SECRET", DEV_JWT_SECRET),
         jwt_ttl_seconds=_int(env, "CRM_JWT_TTL_SECONDS", 3600),
+        refresh_ttl_seconds=_int(env, "CRM_REFRESH_TTL_SECONDS", 30 * 24 * 3600),
         max_body_bytes=_int(env, "CRM_MAX_BODY_BYTES", 32 * 1024 * 1024),
         log_level=_env(env, "CRM_LOG_LEVEL", "INFO"),
         consumer_prefetch=_int(env, "CRM_CONSUMER_PREFETCH", 200),
@@ -111,6 +119,9 @@ def load_settings(service: str, environ: Mapping[str, str] | None = None) -> Set
         relay_idle_seconds=_float(env, "CRM_RELAY_IDLE_SECONDS", 0.2),
         outbox_retention_hours=_float(env, "CRM_OUTBOX_RETENTION_HOURS", 24.0),
         http_timeout_seconds=_float(env, "CRM_HTTP_TIMEOUT_SECONDS", 5.0),
+        view_timeout_seconds=_float(env, "CRM_VIEW_TIMEOUT_SECONDS", 2.0),
+        breaker_failures=_int(env, "CRM_BREAKER_FAILURES", 5),
+        breaker_open_seconds=_float(env, "CRM_BREAKER_OPEN_SECONDS", 30.0),
         service_urls=service_urls,
         admin_email=_env(env, "CRM_ADMIN_EMAIL", "admin@example.com"),
         admin_password=_env(env, "CRM_ADMIN_PASSWORD", "admin"),

@@ -559,3 +559,51 @@ def test_a_campaign_reaches_its_segment_once_and_counts_opens_and_unsubscribes(s
     assert one_click.status_code < 300, one_click.text
     final = _eventually(stats, lambda r: r.json()["stats"]["unsubscribed"] == 1).json()
     assert final["stats"]["opened"] == 1 and len(letters()) == 1  # never a second email
+
+
+def test_the_customer_view_and_the_dashboard_hear_from_every_service(system):
+    base, _tap = system
+    api = f"{base}/api/v1"
+    session = _login(api)
+    person = {"first_name": "Lin", "last_name": "Park", "email": "lin@view.example"}
+    contact = session.post(f"{api}/contacts", json=person, timeout=TIMEOUT).json()
+    deal = {"name": "Lin's renewal", "contact_id": contact["id"], "amount": "250.00"}
+    made = session.post(f"{api}/deals", json=deal, timeout=TIMEOUT)
+    assert made.status_code == 201, made.text
+    issue = {"contact_id": contact["id"], "subject": "Where is my order", "channel": "email"}
+    ticket = _eventually(
+        lambda: session.post(f"{api}/tickets", json=issue, timeout=TIMEOUT),
+        lambda r: r.status_code == 201,
+    )
+    assert ticket.status_code == 201, ticket.text
+    consent = {"contact_id": contact["id"], "status": "subscribed"}
+    subscribed = _eventually(  # marketing learns of the contact from contact.created
+        lambda: session.post(f"{api}/subscriptions", json=consent, timeout=TIMEOUT),
+        lambda r: r.status_code == 201,
+    )
+    assert subscribed.status_code == 201, subscribed.text
+
+    answer = session.get(f"{api}/customers/{contact['id']}", timeout=TIMEOUT)
+
+    assert answer.status_code == 200, answer.text
+    view = answer.json()
+    assert view["unavailable"] == [] and view["forbidden"] == []
+    assert view["contact"]["email"] == "lin@view.example"
+    assert [d["id"] for d in view["deals"]["open"]] == [made.json()["id"]]
+    [seen] = view["tickets"]
+    assert seen["id"] == ticket.json()["id"] and "sla" in seen and seen["sla_breached"] is False
+    assert [s["status"] for s in view["subscriptions"]] == ["subscribed"]
+    assert view["csat"]["count"] == 0 and view["leads"] == [] and view["company"] is None
+    assert isinstance(view["timeline"], list) and isinstance(view["messages"], list)
+    assert view["campaign_engagement"]["emails"] == 0
+    unknown = session.get(f"{api}/customers/{'0' * 8}-0000-4000-8000-{'0' * 12}", timeout=TIMEOUT)
+    assert unknown.status_code == 404
+
+    board = session.get(f"{api}/dashboard", timeout=TIMEOUT)
+
+    assert board.status_code == 200, board.text
+    figures = board.json()
+    assert figures["unavailable"] == [] and figures["forbidden"] == []
+    assert figures["pipeline"]["open_deals"] == 1
+    assert figures["tickets"]["open"] == 1
+    assert figures["churn"]["rate"] is None or isinstance(figures["churn"]["rate"], str)
