@@ -26,7 +26,7 @@ def client_address() -> str:
 
 def token_answer(settings: Settings, user: User, refresh_token: str) -> Response:
     """An access token carrying the user's current role, and the next refresh token."""
-    principal = Principal(user.id, user.role, user.email)
+    principal = Principal(user.id, user.role, user.email, team=user.team_visibility)
     response = jsonify(
         {
             "access_token": issue_token(settings, principal),

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gateway import tokens
 from gateway.models import User, email_key
 from shared.config import DEV_JWT_SECRET, Settings
 from shared.db import Database, take_write_lock
@@ -112,6 +113,7 @@ def create_user(session: Session, hasher: PasswordHasher, fields: dict[str, Any]
         name=fields.get("name", ""),
         role=fields["role"],
         active=fields.get("active", True),
+        team_visibility=fields.get("team_visibility", False),
         password_hash=hasher.hash(fields["password"]),
         version=1,
         created_at=now,
@@ -133,10 +135,12 @@ def duplicate_email(email: str) -> ApiError:
 def update_user(
     session: Session, hasher: PasswordHasher, user_id: str, changes: dict[str, Any]
 ) -> User:
-    """Change name, role, active or password; the last active admin stays an active admin.
+    """Change name, role, active, team visibility or password; the last active admin stays
+    an active admin.
 
-    Records `user.updated` naming the changed fields; a new password alone is no event
-    (nothing other services hold changes) and leaves the version as it is.
+    Records `user.updated` naming the changed fields; a new password or team visibility
+    alone is no event (nothing other services hold changes) and leaves the version as it is.
+    A new password signs the user out everywhere (their refresh tokens are revoked).
     """
     user = _user_to_change(session, user_id)
     stays_admin = changes.get("role", user.role) == "admin" and changes.get("active", user.active)
@@ -151,7 +155,10 @@ def update_user(
         setattr(user, name, changes[name])
     if "password" in changes:
         user.password_hash = hasher.hash(changes["password"])
-    if changed or "password" in changes:
+        tokens.revoke_user_families(session, user.id)
+    if "team_visibility" in changes:
+        user.team_visibility = changes["team_visibility"]
+    if changed or "password" in changes or "team_visibility" in changes:
         user.updated_at = utcnow()
     if changed:
         user.version += 1

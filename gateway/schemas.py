@@ -48,11 +48,12 @@ class UserCreateSchema(Schema):
     name = fields.String(load_default="", validate=_name)
     role = fields.String(required=True, validate=_role)
     active = fields.Boolean(load_default=True)
+    team_visibility = fields.Boolean(load_default=False)
     password = fields.String(required=True, load_only=True, validate=_password)
 
 
 class UserUpdateSchema(Schema):
-    """`PATCH /users/{id}`: any of name, role, active, password."""
+    """`PATCH /users/{id}`: any of name, role, active, team_visibility, password."""
 
     class Meta:
         unknown = RAISE
@@ -60,6 +61,7 @@ class UserUpdateSchema(Schema):
     name = fields.String(validate=_name)
     role = fields.String(validate=_role)
     active = fields.Boolean()
+    team_visibility = fields.Boolean()
     password = fields.String(load_only=True, validate=_password)
 
 
@@ -82,6 +84,7 @@ class UserSchema(Schema):
     name = fields.String()
     role = fields.String()
     active = fields.Boolean()
+    team_visibility = fields.Boolean()
     created_at = UtcTimestamp()
     updated_at = UtcTimestamp()
 

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, exists, or_, select
+from sqlalchemy import delete, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from gateway.models import RefreshToken, RefreshTokenFamily, User
@@ -126,6 +126,16 @@ def rotate_refresh_token(session: Session, settings: Settings, presented: str) -
         .execution_options(synchronize_session=False)
     )
     return Rotated(user, _add_token(session, family.id, settings.refresh_ttl_seconds, now))
+
+
+def revoke_user_families(session: Session, user_id: str) -> None:
+    """Sign a user out everywhere (a new password): every live family is revoked."""
+    session.execute(
+        update(RefreshTokenFamily)
+        .where(RefreshTokenFamily.user_id == user_id, RefreshTokenFamily.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
 
 
 def revoke_family_of(session: Session, presented: str) -> None:
