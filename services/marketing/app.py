@@ -21,6 +21,8 @@ BLUEPRINTS = (
     "services.marketing.subscriptions_api:subscriptions_api",
     "services.marketing.unsubscribe_api:unsubscribe_api",
     "services.marketing.campaigns_api:campaigns_api",
+    "services.marketing.automations_api:automations_api",
+    "services.marketing.reports_api:reports_api",
 )
 
 

@@ -21,6 +21,10 @@ PARTS = (
     "services.marketing.replica",
     "services.marketing.consent",
     "services.marketing.campaign_stats",
+    "services.marketing.stage_history",
+    "services.marketing.open_deals",
+    # After the replica: its contact conditions see the contact as the event left it.
+    "services.marketing.automation_triggers",
 )
 
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Numeric, String, Text, text
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Numeric, String, Text, event, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from shared.events import utcnow
@@ -59,6 +59,10 @@ class Contact(Base):
     emails_clicked: Mapped[int] = mapped_column(default=0)
     deals_won: Mapped[int] = mapped_column(default=0)
     tickets_open: Mapped[int] = mapped_column(default=0)
+    # Open tickets whose SLA was breached (reports.py's at-risk customers).
+    tickets_breached: Mapped[int] = mapped_column(default=0)
+    # The contact's deals still open (status open): automations' conditions read it.
+    deals_open: Mapped[int] = mapped_column(default=0)
     erased: Mapped[bool] = mapped_column(default=False)
     # Set when this contact was merged into another: a tombstone that points on, so late
     # events about the duplicate neither bring it back nor lose their facts.
@@ -289,3 +293,97 @@ class CampaignRecipient(Base):
         ),
         Index("ix_campaign_recipients_contact", "contact_id"),
     )
+
+
+# --- reports (reports.py) -------------------------------------------------------------------
+
+
+class ContactStage(Base):
+    """A contact's lifecycle stage at one of its versions, and when that version happened:
+    the stage at time t is the stage of the newest version that occurred by t. Ids, stages
+    and times only (no personal data). `stage` None: no stage, or (at version 2**31 - 1) the
+    contact's end, merged into another or erased (stage_history.py)."""
+
+    __tablename__ = "contact_stages"
+
+    contact_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    version: Mapped[int] = mapped_column(primary_key=True)
+    stage: Mapped[str | None] = mapped_column(String(20))
+    occurred_at: Mapped[datetime] = mapped_column()
+
+    __table_args__ = (Index("ix_contact_stages_stage_occurred", "stage", "occurred_at"),)
+
+
+# Engagement over time counts recipients' moments within a period: read them by index.
+for _moment in ("sent_at", "opened_at", "clicked_at", "bounced_at", "unsubscribed_at"):
+    Index(f"ix_campaign_recipients_{_moment}", getattr(CampaignRecipient, _moment))
+
+
+# --- automations (automations.py) -----------------------------------------------------------
+
+
+class AutomationRule(Base):
+    """When an event (or the synthetic `contact.inactive`) meets the conditions, do the
+    actions for its contact, at once or `delay_seconds` later. Ships disabled."""
+
+    __tablename__ = "automation_rules"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(String(1000))
+    event_type: Mapped[str] = mapped_column(String(64))
+    # The filter groups of API.md's search language over data.<field> and contact.<field>.
+    conditions: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    inactive_days: Mapped[int | None] = mapped_column()  # contact.inactive only
+    actions: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    delay_seconds: Mapped[int] = mapped_column(default=0)
+    enabled: Mapped[bool] = mapped_column(default=False)
+    version: Mapped[int] = mapped_column(default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index("ix_automation_rules_type_enabled", "event_type", "enabled"),
+        Index("ix_automation_rules_created_id", "created_at", "id"),
+    )
+
+
+class AutomationRun(Base):
+    """One firing of a rule for one trigger (an event, or a contact's inactivity since a
+    moment): unique per (rule, trigger key), so nothing fires a rule twice for it."""
+
+    __tablename__ = "automation_runs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    rule_id: Mapped[str] = mapped_column(ForeignKey("automation_rules.id", ondelete="CASCADE"))
+    trigger_key: Mapped[str] = mapped_column(String(120))
+    event_type: Mapped[str] = mapped_column(String(64))
+    contact_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    status: Mapped[str] = mapped_column(String(20))  # scheduled, done, skipped, failed
+    reason: Mapped[str | None] = mapped_column(String(1000))
+    due_at: Mapped[datetime | None] = mapped_column()
+    ran_at: Mapped[datetime | None] = mapped_column()
+    actions_done: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # contact.inactive: the moment the contact has been inactive since (its trigger).
+    inactive_since: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index("uq_automation_runs_rule_trigger", "rule_id", "trigger_key", unique=True),
+        Index("ix_automation_runs_rule_created", "rule_id", "created_at", "id"),
+        # The delay timer's work list: only scheduled runs.
+        Index(
+            "ix_automation_runs_scheduled",
+            "due_at",
+            postgresql_where=text("status = 'scheduled'"),
+            sqlite_where=text("status = 'scheduled'"),
+        ),
+    )
+
+
+@event.listens_for(AutomationRule.__table__, "after_create")
+def _install_default_rules(target: Any, connection: Any, **_: Any) -> None:
+    """The shipped (disabled) rules, made with the table (`create_all`; 0004 does the same)."""
+    from services.marketing.automation_defaults import install_default_rules
+
+    install_default_rules(connection, target)

@@ -23,6 +23,9 @@ with a COUNT, so a fact counts once however often and in whatever order its even
   tickets whose newest known status is new, open or pending. Support publishes no
   `ticket.closed` (resolved -> closed is a `ticket.status_changed`) and reopens with
   `ticket.reopened`: every ticket event carries the status, so each one is read the same way.
+  `tickets_breached` = those of them whose `sla_breached` is true (support never clears it;
+  `ticket.sla_breached` carries the ticket's status and version like the others).
+- every `deal.*` (open_deals.py): `deals_open` = deals whose newest known status is open.
 Facts naming a merged contact count for the survivor; facts about an erased one are dropped.
 `last_activity_at` is the contacts service's (it folds these same events into it).
 
@@ -63,6 +66,7 @@ TICKET_EVENTS = (
     "ticket.reopened",
     "ticket.closed",
     "ticket.deleted",
+    "ticket.sla_breached",
 )
 # The counter each kind of fact feeds.
 COUNTERS = {
@@ -70,6 +74,8 @@ COUNTERS = {
     "email_clicked": "emails_clicked",
     "deal_won": "deals_won",
     "ticket_open": "tickets_open",
+    "ticket_breached": "tickets_breached",
+    "deal_open": "deals_open",  # kept by open_deals.py
 }
 
 
@@ -131,6 +137,7 @@ def _clear(row: Contact) -> None:
     row.last_activity_at = row.contact_created_at = None
     row.custom_fields, row.lifetime_value = {}, Decimal("0.00")
     row.emails_opened = row.emails_clicked = row.deals_won = row.tickets_open = 0
+    row.tickets_breached = row.deals_open = 0
     row.updated_at = utcnow()
 
 
@@ -318,6 +325,17 @@ def on_ticket_event(session: Session, event: Envelope) -> None:
         ticket_id,
         data.get("contact_id"),
         active=active,
+        version=event_version(event),
+    )
+    breached = data.get("sla_breached", False)
+    if not isinstance(breached, bool):
+        raise PermanentError(f"{event.type} sla_breached must be true or false")
+    record_fact(
+        session,
+        "ticket_breached",
+        ticket_id,
+        data.get("contact_id"),
+        active=active and breached,
         version=event_version(event),
     )
 

@@ -1,16 +1,20 @@
-"""Events the sales service reacts to: erasures, merges, and email engagement of leads."""
+"""Events the sales service reacts to: erasures, merges, email engagement of leads, and
+tasks other services ask for (`task.requested`, from marketing's automations)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from marshmallow import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.sales import leads, privacy, scoring
-from services.sales.models import OPEN_LEAD_STATUSES, Lead
+from services.sales import leads, privacy, scoring, tasks
+from services.sales.models import OPEN_LEAD_STATUSES, Lead, Task
+from services.sales.schemas import TaskInSchema
 from shared.bus import Handler, PermanentError
 from shared.events import Envelope
+from shared.web import ApiError
 
 # The behaviour an event shows, as a lead-scoring kind.
 BEHAVIOUR_EVENTS = {
@@ -78,9 +82,34 @@ def on_engagement(session: Session, event: Envelope) -> None:
         scoring.record_behaviour(session, lead, kind, event.id, event.occurred_at)
 
 
+def on_task_requested(session: Session, event: Envelope) -> None:
+    """Make the task another service asked for, as `POST /tasks` makes it (`task.created`),
+    under its `task_id`: once, however often asked. Fields the API does not take are
+    ignored; a request the API would refuse is a PermanentError (dead-lettered)."""
+    data = event.data
+    if data.get("redacted"):
+        return  # about someone erased before it was published
+    given = {name: data[name] for name in tasks.TASK_FIELDS if name in data}
+    try:
+        task = TaskInSchema().load({**given, "id": data.get("task_id")})
+    except ValidationError as error:
+        raise PermanentError(f"task.requested is not a valid task: {error.messages}") from None
+    if not task.get("id"):
+        raise PermanentError("task.requested needs a task_id")
+    if session.get(Task, task["id"]) is not None:
+        return  # asked again: made already
+    if task.get("contact_id") and privacy.is_erased(session, task["contact_id"]):
+        return
+    try:
+        tasks.create_task(session, task)
+    except ApiError as error:
+        raise PermanentError(f"task.requested refused: {error.detail or error.title}") from None
+
+
 def handlers() -> dict[str, Handler]:
     """Every event type this service consumes, with its handler."""
     table: dict[str, Handler] = dict.fromkeys(BEHAVIOUR_EVENTS, on_engagement)
     table["contact.erased"] = on_contact_erased
     table["contact.merged"] = on_contact_merged
+    table["task.requested"] = on_task_requested
     return table
