@@ -15,10 +15,13 @@ from flask import Flask
 from gateway.api import api
 from gateway.api_keys_api import api_key_principal, api_keys_api
 from gateway.auth_api import auth_api
+from gateway.docs_api import init_docs
 from gateway.domain import bootstrap_admin
 from gateway.models import Base
 from gateway.permissions import enforce_roles
 from gateway.proxy import init_proxy
+from gateway.rate_limits import init_rate_limits
+from gateway.security_headers import init_security_headers
 from gateway.views_api import views_api
 from shared.auth import protect
 from shared.config import Settings, load_settings
@@ -35,6 +38,7 @@ PUBLIC_PREFIXES = (
     # One-click unsubscribe and double opt-in confirmation links (signed, checked by marketing).
     "/api/v1/unsubscribe/",
     "/api/v1/subscriptions/confirm/",
+    "/api/v1/openapi.json",  # the API's description, for anyone writing a client
 )
 _SETTINGS_FIELDS = {field.name for field in dataclasses.fields(Settings)}
 # Keys of test_config that steer create_app itself rather than Settings or Flask.
@@ -69,13 +73,16 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["gateway.hasher"] = hasher
 
     init_app(app, settings, db)
+    init_security_headers(app, settings)  # before protect: preflights carry no token
     protect(app, settings, public_prefixes=PUBLIC_PREFIXES, api_keys=api_key_principal)
+    init_rate_limits(app, db, settings)  # after protect: the API counts per caller
     enforce_roles(app, PUBLIC_PREFIXES)  # after protect: it needs the caller
     app.register_blueprint(api)
     app.register_blueprint(auth_api)
     app.register_blueprint(api_keys_api)
     init_proxy(app)
     app.register_blueprint(views_api)  # the customer view and the dashboard
+    init_docs(app, PUBLIC_PREFIXES)  # /openapi.json, /api/v1/openapi.json and /docs
     _register_commands(app, db, settings, hasher)
     return app
 

@@ -1,11 +1,11 @@
-"""What the gateway stores: users, their refresh tokens, API keys and failed sign-ins."""
+"""What the gateway stores: users, refresh tokens, API keys, failed sign-ins, rate counters."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, String, false
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, false
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -126,3 +126,16 @@ class LoginFailure(Base):
     email_digest: Mapped[str] = mapped_column(String(64))
     client_address: Mapped[str] = mapped_column(String(64))
     failed_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+
+class RateLimitCounter(Base):
+    """The requests of one client in one fixed window of a rate limit (gateway.rate_limits)."""
+
+    __tablename__ = "rate_limit_counters"
+
+    # The limit's family and the client: "auth:203.0.113.9", "api:api_key:<id>".
+    bucket: Mapped[str] = mapped_column(String(120), primary_key=True)
+    # The window's start and end, in whole seconds since the epoch.
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    hits: Mapped[int] = mapped_column(Integer)

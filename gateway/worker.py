@@ -1,15 +1,25 @@
-"""The gateway worker: relays the outbox (`user.created`, `user.updated`, `user.deleted`)."""
+"""The gateway worker: relays the outbox (`user.*` events), purges past rate-limit windows."""
 
 from __future__ import annotations
 
 from gateway.app import make_database, make_settings
 from gateway.handlers import handlers
-from shared.worker import run_worker
+from gateway.rate_limits import purge_expired
+from shared.db import Database
+from shared.worker import Timer, run_worker
+
+PURGE_EVERY_SECONDS = 60.0
+
+
+def timers(db: Database) -> list[Timer]:
+    """What the worker does on the clock: drop the counters of ended rate-limit windows."""
+    return [Timer(PURGE_EVERY_SECONDS, lambda: purge_expired(db), "purge rate-limit windows")]
 
 
 def main() -> None:
     settings = make_settings()
-    run_worker(settings, make_database(settings), handlers())
+    db = make_database(settings)
+    run_worker(settings, db, handlers(), timers=timers(db))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,13 @@ def _float(environ: Mapping[str, str], name: str, default: float) -> float:
     return float(_env(environ, name, str(default)))
 
 
+_OFF = ("off", "false", "0", "no")
+
+
+def _list(environ: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in environ.get(name, "").split(",") if part.strip())
+
+
 def _delays(environ: Mapping[str, str], name: str, default: str) -> tuple[float, ...]:
     return tuple(float(part) for part in _env(environ, name, default).split(",") if part.strip())
 
@@ -137,6 +144,19 @@ def load_settings(service: str, environ: Mapping[str, str] | None = None) -> Set
             # Where customers reach the public paths (tracking, CSAT, unsubscribe).
             "public_url": _env(env, "CRM_PUBLIC_URL", "http://127.0.0.1:8000"),
             "notifications_tick_seconds": _float(env, "CRM_NOTIFICATIONS_TICK_SECONDS", 1.0),
+            # The gateway's rate limits: requests per window, per caller or per client
+            # address (0 lifts one limit; CRM_RATE_LIMITS=off all of them, for benchmarks).
+            "rate_limits": _env(env, "CRM_RATE_LIMITS", "on").lower() not in _OFF,
+            "rate_limit_window_seconds": _int(env, "CRM_RATE_LIMIT_WINDOW_SECONDS", 60),
+            "rate_limit_api": _int(env, "CRM_RATE_LIMIT_API", 1200),
+            "rate_limit_auth": _int(env, "CRM_RATE_LIMIT_AUTH", 60),
+            "rate_limit_forms": _int(env, "CRM_RATE_LIMIT_FORMS", 30),
+            "rate_limit_links": _int(env, "CRM_RATE_LIMIT_LINKS", 60),
+            "rate_limit_tracking": _int(env, "CRM_RATE_LIMIT_TRACKING", 600),
+            # Proxies in front of the gateway whose X-Forwarded-For/-Proto count (0: none).
+            "trusted_proxies": _int(env, "CRM_TRUSTED_PROXIES", 0),
+            # Browser origins allowed to call the API (comma-separated); empty: no CORS.
+            "cors_origins": _list(env, "CRM_CORS_ORIGINS"),
         },
     )
 

@@ -24,7 +24,8 @@ from prometheus_client import (
     multiprocess,
 )
 from sqlalchemy.exc import DataError, IntegrityError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.wsgi import LimitedStream
 
 from shared.config import DEV_JWT_SECRET, Settings
 from shared.db import Database
@@ -97,9 +98,23 @@ def problem(
     return response
 
 
+def refuse_a_cut_body() -> None:
+    """413 if a body without Content-Length (chunked) reached the limit.
+
+    werkzeug stops reading such a body at MAX_CONTENT_LENGTH and raises only on a read
+    after that: without this check the first bytes would pass for the whole body.
+    """
+    stream = request.stream
+    if request.content_length is None and isinstance(stream, LimitedStream):
+        if stream.is_exhausted:
+            raise RequestEntityTooLarge()
+
+
 def json_body() -> Any:
     """The request body as JSON, or a 400 problem saying why it is not."""
-    if not request.get_data(cache=True):
+    data = request.get_data(cache=True)
+    refuse_a_cut_body()
+    if not data:
         raise ApiError(400, "Bad Request", "The request body is empty; JSON was expected")
     try:
         data = request.get_json(silent=True, force=True)
@@ -114,6 +129,7 @@ def form_fields() -> dict[str, Any]:
     """An HTML form's fields, each given once (422 for files or a field given twice)."""
     if request.files:
         raise invalid({name: ["Files are not accepted."] for name in request.files})
+    refuse_a_cut_body()
     raw = request.form.to_dict(flat=False)
     repeated = sorted(name for name, values in raw.items() if len(values) > 1)
     if repeated:

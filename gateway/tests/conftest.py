@@ -37,6 +37,9 @@ def gateway_config(database_url: str, **overrides: Any) -> dict[str, Any]:
 def close_app(app: Flask) -> None:
     app.extensions["gateway.http"].close()
     app.extensions["crm.db"].dispose()
+    limiter = app.extensions.get("gateway.rate_limiter")
+    if limiter is not None:
+        limiter.dispose()
 
 
 @pytest.fixture

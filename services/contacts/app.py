@@ -10,6 +10,7 @@ from services.contacts.models import Base
 from shared.auth import protect
 from shared.config import Settings, service_settings
 from shared.db import Database
+from shared.openapi import init_openapi
 from shared.web import init_app
 
 SERVICE = "contacts"
@@ -37,6 +38,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     init_app(app, settings, db)
     protect(app, settings)
+    init_openapi(app)  # GET /openapi.json, merged by the gateway
     app.register_blueprint(transfer_api)
     app.register_blueprint(contacts_api)
     app.register_blueprint(timeline_api)

@@ -10,6 +10,7 @@ from services.marketing.models import Base
 from shared.auth import protect
 from shared.config import Settings, service_settings
 from shared.db import Database
+from shared.openapi import init_openapi
 from shared.web import init_app
 
 SERVICE = "marketing"
@@ -45,6 +46,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     init_app(app, settings, db)
     protect(app, settings, public_prefixes=PUBLIC_PREFIXES)
+    init_openapi(app, public_prefixes=PUBLIC_PREFIXES)  # GET /openapi.json, merged by the gateway
     for path in BLUEPRINTS:
         module, _, name = path.partition(":")
         app.register_blueprint(getattr(importlib.import_module(module), name))

@@ -10,6 +10,7 @@ from services.notifications.models import Base
 from shared.auth import protect
 from shared.config import Settings, service_settings
 from shared.db import Database
+from shared.openapi import init_openapi
 from shared.web import init_app
 
 SERVICE = "notifications"
@@ -38,6 +39,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     init_app(app, settings, db)
     protect(app, settings)
+    init_openapi(app)  # GET /openapi.json, merged by the gateway
     for blueprint in (templates_api, messages_api, reminders_api, webhooks_api, tracking_api):
         app.register_blueprint(blueprint)
     return app
