@@ -48,7 +48,13 @@ def upgrade() -> None:
         )
     with op.batch_alter_table("campaign_recipients", schema=None) as batch_op:
         for moment in MOMENTS:
-            batch_op.create_index(f"ix_campaign_recipients_{moment}", [moment], unique=False)
+            batch_op.create_index(
+                f"ix_campaign_recipients_{moment}",
+                [moment],
+                unique=False,
+                postgresql_where=sa.text(f"{moment} IS NOT NULL"),
+                sqlite_where=sa.text(f"{moment} IS NOT NULL"),
+            )
 
 
 def downgrade() -> None:
