@@ -30,6 +30,17 @@ def optional_uuid(value: Any, name: str) -> str | None:
     return None if value is None else uuid_value(value, name)
 
 
+def merged_pair(event: Envelope) -> tuple[str, str] | None:
+    """(survivor, duplicate) ids of a `contact.merged` event; None when there is nothing to
+    merge (a redacted event, or a contact merged into itself)."""
+    data = event.data
+    if data.get("redacted"):
+        return None
+    survivor_id = uuid_value(data.get("id", event.aggregate_id), "id")
+    duplicate_id = uuid_value(data.get("duplicate_id"), "duplicate_id")
+    return None if survivor_id == duplicate_id else (survivor_id, duplicate_id)
+
+
 def event_version(event: Envelope) -> int:
     """The aggregate version that orders an aggregate's events."""
     version = event.aggregate_version

@@ -45,6 +45,7 @@ from services.marketing import consent
 from services.marketing.contact_data import (
     contact_values,
     event_version,
+    merged_pair,
     optional_uuid,
     uuid_value,
 )
@@ -164,12 +165,10 @@ def _drop_links(session: Session, contact_id: str) -> None:
 def on_contact_merged(session: Session, event: Envelope) -> None:
     """The survivor as it is now; the duplicate a tombstone whose lists and facts move over."""
     data = event.data
-    if data.get("redacted"):
+    pair = merged_pair(event)
+    if pair is None:
         return
-    survivor_id = uuid_value(data.get("id", event.aggregate_id), "id")
-    duplicate_id = uuid_value(data.get("duplicate_id"), "duplicate_id")
-    if survivor_id == duplicate_id:
-        return
+    survivor_id, duplicate_id = pair
     apply_contact(session, survivor_id, event_version(event), data)
     duplicate = _locked(session, duplicate_id) or _new_row(session, duplicate_id)
     if is_tombstone(duplicate):

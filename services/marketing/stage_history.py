@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import Select, and_, func, select
 from sqlalchemy.orm import Session
 
-from services.marketing.contact_data import contact_values, event_version, uuid_value
+from services.marketing.contact_data import contact_values, event_version, merged_pair, uuid_value
 from services.marketing.models import ContactStage
 from shared.bus import Handler, PermanentError
 from shared.config import Settings
@@ -69,14 +69,11 @@ def on_contact_changed(session: Session, event: Envelope) -> None:
 
 def on_contact_merged(session: Session, event: Envelope) -> None:
     """contact.merged: the survivor's stage now; the duplicate ends."""
-    data = event.data
-    if data.get("redacted"):
+    pair = merged_pair(event)
+    if pair is None:
         return
-    survivor_id = uuid_value(data.get("id", event.aggregate_id), "id")
-    duplicate_id = uuid_value(data.get("duplicate_id"), "duplicate_id")
-    if survivor_id == duplicate_id:
-        return
-    if "lifecycle_stage" in data:
+    duplicate_id = pair[1]
+    if "lifecycle_stage" in event.data:
         _record_version(session, event)
     record_stage(session, duplicate_id, END_VERSION, None, event.occurred_at)
 
