@@ -134,6 +134,10 @@ def run_all(_args: argparse.Namespace) -> int:
 
 def run_service(args: argparse.Namespace) -> int:
     spec = SERVICES[args.service]
+    if args.action == "import":
+        from shared.cli_tools import import_contacts
+
+        return import_contacts(args)
     if args.action == "migrate":
         migrate(args.service)
         queues = ", queues declared" if spec.has_worker and spec.consumes else ""
@@ -173,16 +177,22 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("run", help="run every service (what `make run` does)").set_defaults(
         func=run_all
     )
+    from shared import cli_tools
+
     for name in SERVICES:
         sub = commands.add_parser(name, help=f"the {name} service")
-        sub.add_argument("action", choices=["api", "worker", "migrate"])
+        tools = ["import"] if name == "contacts" else []  # `crm contacts import FILE`
+        sub.add_argument("action", choices=["api", "worker", "migrate", *tools])
         sub.set_defaults(func=run_service, service=name)
+        if tools:
+            cli_tools.add_contacts_import(sub)
     dlq = commands.add_parser("dlq", help="list or replay a service's dead letters")
     dlq.add_argument("action", choices=["list", "replay"])
     consumers = [n for n, s in SERVICES.items() if s.has_worker and s.consumes]
     dlq.add_argument("service", choices=consumers)
     dlq.add_argument("--limit", type=int, default=100)
     dlq.set_defaults(func=dead_letters)
+    cli_tools.add_commands(commands)  # users create, outbox status, seed --demo
     return root
 
 
