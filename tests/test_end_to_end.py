@@ -607,3 +607,88 @@ def test_the_customer_view_and_the_dashboard_hear_from_every_service(system):
     assert figures["pipeline"]["open_deals"] == 1
     assert figures["tickets"]["open"] == 1
     assert figures["churn"]["rate"] is None or isinstance(figures["churn"]["rate"], str)
+
+
+def test_one_customers_life_through_the_gateway_shows_in_the_unified_view(system, tmp_path):
+    """Form lead → scored → converted → deal won → ticket answered and resolved → CSAT →
+    campaign to customers → opened → unsubscribed → erased; the view follows each step."""
+    base, tap = system
+    api = f"{base}/api/v1"
+    mail = tmp_path / "var" / "mail"
+    session = _login(api)
+    rule = {"name": "Company address", "field": "email_domain", "operator": "eq"}
+    rule |= {"value": "life.example", "points": 40}
+    assert session.post(f"{api}/lead-scoring-rules", json=rule, timeout=TIMEOUT).status_code == 201
+
+    form = {"first_name": "Ada", "last_name": "Life", "email": "ada@life.example"}
+    assert requests.post(f"{api}/forms/leads", data=form, timeout=TIMEOUT).status_code == 202
+    [lead] = session.get(f"{api}/leads?email=ada@life.example", timeout=TIMEOUT).json()["items"]
+    assert lead["score"] >= 40
+    deal = {"deal": {"name": "Life plan", "amount": "300.00", "currency": "EUR"}}
+    converted = session.post(f"{api}/leads/{lead['id']}/convert", json=deal, timeout=TIMEOUT)
+    assert converted.status_code == 200, converted.text
+    contact_id, deal_id = converted.json()["contact_id"], converted.json()["deal_id"]
+
+    def view() -> dict:
+        answer = session.get(f"{api}/customers/{contact_id}", timeout=TIMEOUT)
+        return answer.json() if answer.status_code == 200 else {}
+
+    def seen(check) -> dict:
+        found = _eventually(view, lambda v: bool(v) and check(v), timeout=30)
+        assert found and check(found), found
+        assert found["unavailable"] == [], found["unavailable"]
+        return found
+
+    seen(lambda v: [d["id"] for d in v["deals"]["open"]] == [deal_id])
+    _win(session, api, deal_id)
+    seen(lambda v: [d["id"] for d in v["deals"]["won"]] == [deal_id])
+    seen(lambda v: v["contact"]["lifecycle_stage"] == "customer")  # contacts heard deal.won
+
+    issue = {"contact_id": contact_id, "subject": "Cannot log in", "channel": "email"}
+    ticket = session.post(f"{api}/tickets", json=issue, timeout=TIMEOUT).json()
+    reply = {"body": "Try this link", "public": True}
+    comments = f"{api}/tickets/{ticket['id']}/comments"
+    assert session.post(comments, json=reply, timeout=TIMEOUT).status_code == 201
+    done = {"status": "resolved"}
+    assert session.patch(f"{api}/tickets/{ticket['id']}", json=done, timeout=TIMEOUT).ok
+    token = tap.wait_for("ticket.resolved")[-1]["data"]["csat_token"]
+    assert requests.post(f"{api}/csat/{token}", json={"rating": 4}, timeout=TIMEOUT).ok
+    rated = seen(lambda v: v["csat"]["count"] == 1)
+    assert [t["status"] for t in rated["tickets"]] == ["resolved"]
+
+    customers = {"filter_groups": [{"filters": [{"field": "email", "operator": "eq"}]}]}
+    customers["filter_groups"][0]["filters"][0]["value"] = "ada@life.example"
+    customers["filter_groups"][0]["filters"].append(
+        {"field": "lifecycle_stage", "operator": "eq", "value": "customer"}
+    )
+    segment = session.post(f"{api}/segments", json={"name": "Customers", "filter": customers})
+    members = f"{api}/segments/{segment.json()['id']}/members"
+    _eventually(lambda: session.get(members, timeout=TIMEOUT), lambda r: r.json()["items"])
+    content = {"subject": "Thank you", "body_text": "Thanks.", "body_html": "<p>Thanks</p>"}
+    draft = {"name": "Thanks", "segment_id": segment.json()["id"], **content}
+    campaign = session.post(f"{api}/campaigns", json=draft, timeout=TIMEOUT).json()
+    launch = f"{api}/campaigns/{campaign['id']}/launch"
+    assert session.post(launch, json={}, timeout=TIMEOUT).status_code == 202
+
+    def thanks() -> list[EmailMessage]:
+        found = _mail_to(mail, "ada@life.example") if mail.is_dir() else []
+        return [letter for letter in found if letter["Subject"] == "Thank you"]
+
+    [letter] = _eventually(thanks, lambda found: len(found) >= 1, timeout=30)
+    html = letter.get_body(("html",)).get_content()
+    [pixel] = re.findall(r'src="(http[^"]*/t/o/[^"]+\.gif)"', html)
+    assert requests.get(pixel, timeout=TIMEOUT).status_code == 200
+    seen(lambda v: v["campaign_engagement"]["opened"] >= 1)
+    [link] = re.findall(r"<(http[^>]+)>", re.sub(r"\s+", "", str(letter["List-Unsubscribe"])))
+    one_click = requests.post(link, data={"List-Unsubscribe": "One-Click"}, timeout=TIMEOUT)
+    assert one_click.status_code < 300, one_click.text
+    seen(lambda v: "unsubscribed" in [s["status"] for s in v["subscriptions"]])
+
+    erased = session.delete(f"{api}/contacts/{contact_id}?erase=true", timeout=TIMEOUT)
+    assert erased.status_code == 204, erased.text
+    gone = _eventually(
+        lambda: session.get(f"{api}/customers/{contact_id}", timeout=TIMEOUT),
+        lambda r: r.status_code == 404,
+    )
+    assert gone.status_code == 404
+    tap.wait_for("contact.erased")
