@@ -72,7 +72,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     hasher = config.get("password_hasher") or PasswordHasher()
     app.extensions["gateway.hasher"] = hasher
 
-    init_app(app, settings, db)
+    init_app(app, settings, db, dead_letters=False)  # the gateway consumes no events
     init_security_headers(app, settings)  # before protect: preflights carry no token
     protect(app, settings, public_prefixes=PUBLIC_PREFIXES, api_keys=api_key_principal)
     init_rate_limits(app, db, settings)  # after protect: the API counts per caller

@@ -25,6 +25,7 @@ from shared.config import Settings
 from shared.db import Database
 from shared.events import Envelope, parse_envelope, utcnow
 from shared.logs import correlation_id
+from shared.metrics import EVENTS_CONSUMED
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,7 @@ class _Delivery:
     envelope: Envelope | None = None
     failure: tuple[str, str] | None = None  # (reason, error text)
     duplicate: bool = field(default=False)
+    outcome: str = ""  # of a failure: retried or dead_lettered
 
 
 class EventConsumer:
@@ -255,6 +257,20 @@ class EventConsumer:
             if delivery.failure:
                 self._route_failure(delivery, confirms)
         channel.basic_ack(batch[-1].tag, multiple=True)
+        self._count(batch, work)
+
+    def _count(self, batch: list[_Delivery], work: list[_Delivery]) -> None:
+        """crm_events_consumed_total by outcome, once the batch is acknowledged."""
+        applied = {id(delivery) for delivery in work}
+        for delivery in batch:
+            if delivery.failure:
+                outcome = delivery.outcome
+            elif id(delivery) in applied:
+                outcome = "duplicate" if delivery.duplicate else "handled"
+            else:
+                continue  # a type this service does not handle: ignored, not consumed
+            event_type = delivery.envelope.type if delivery.envelope else "malformed"
+            EVENTS_CONSUMED.labels(self.settings.service, event_type, outcome).inc()
 
     def _recognise(self, delivery: _Delivery) -> bool:
         """Parse the body; False when there is nothing to apply."""
@@ -365,6 +381,7 @@ class EventConsumer:
             retry = with_headers(delivery.properties, {ATTEMPT_HEADER: attempt + 1})
             queue = retry_queue_name(self.settings, delays[attempt])
             confirms.basic_publish("", queue, delivery.body, retry, mandatory=True)
+            delivery.outcome = "retried"
             return
         if reason == "transient":
             reason = "retries_exhausted"
@@ -381,4 +398,5 @@ class EventConsumer:
             with_headers(delivery.properties, headers),
             mandatory=True,
         )
+        delivery.outcome = "dead_lettered"
         log.warning("dead-lettered a message (%s): %s", reason, error[:200])

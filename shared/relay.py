@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ from shared import outbox
 from shared.bus import CONNECTION_ERRORS, Backoff, connection_parameters, redact_url
 from shared.config import Settings
 from shared.db import Database
+from shared.metrics import EVENTS_PUBLISHED
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +119,9 @@ class _Link:
         self.stop, self.until_empty, self.deadline = stop, until_empty, deadline
         self.opened = self.finished = self.closing = False
         self.channel: Any = None
-        self.pending: dict[int, int] = {}  # delivery tag -> outbox position
-        self.confirmed: list[int] = []
-        self.refused: list[int] = []
+        self.pending: dict[int, tuple[int, str]] = {}  # delivery tag -> (position, type)
+        self.confirmed: list[tuple[int, str]] = []
+        self.refused: list[tuple[int, str]] = []
         self.next_tag = self.lowest_tag = 1
         self.batch_number = 0
         self.connection: Any = None
@@ -215,7 +217,7 @@ class _Link:
             correlation_id=envelope.get("correlation_id") or None,
         )
         self.channel.basic_publish(self.settings.exchange, event_type, payload.encode(), properties)
-        self.pending[self.next_tag] = position
+        self.pending[self.next_tag] = (position, event_type)
         self.next_tag += 1
 
     def _on_confirm(self, frame: Any) -> None:
@@ -229,7 +231,7 @@ class _Link:
         if not self.pending:
             self._finish_batch()
 
-    def _take_confirmed(self, tag: int, multiple: bool) -> list[int]:
+    def _take_confirmed(self, tag: int, multiple: bool) -> list[tuple[int, str]]:
         if not multiple:
             return [self.pending.pop(tag)] if tag in self.pending else []
         positions = []
@@ -260,8 +262,10 @@ class _Link:
         self.confirmed, self.refused = [], []
         if confirmed or refused:
             with self.db.session() as session:
-                outbox.mark_sent(session, confirmed)
-                outbox.release(session, refused)
+                outbox.mark_sent(session, [position for position, _type in confirmed])
+                outbox.release(session, [position for position, _type in refused])
+            for event_type, count in Counter(kind for _position, kind in confirmed).items():
+                EVENTS_PUBLISHED.labels(self.settings.service, event_type).inc(count)
         return len(confirmed), len(refused)
 
     def give_back(self) -> None:

@@ -15,14 +15,7 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from marshmallow import Schema, ValidationError
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from sqlalchemy.exc import DataError, IntegrityError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wsgi import LimitedStream
@@ -31,19 +24,13 @@ from shared.config import DEV_JWT_SECRET, Settings
 from shared.db import Database
 from shared.events import isoformat
 from shared.logs import configure_logging, correlation_id
+from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS, BacklogCollector
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-HTTP_REQUESTS = Counter(
-    "crm_http_requests_total", "HTTP requests answered", ["service", "method", "endpoint", "status"]
-)
-HTTP_LATENCY = Histogram(
-    "crm_http_request_duration_seconds", "HTTP request latency", ["service", "method", "endpoint"]
-)
 
 
 class ApiError(Exception):
@@ -83,13 +70,15 @@ def problem(
     detail: str | None = None,
     errors: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
+    extensions: Mapping[str, Any] | None = None,
 ) -> Response:
-    """A problem+json response (RFC 9457)."""
+    """A problem+json response (RFC 9457); `extensions` adds members of the problem's own."""
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
         body["detail"] = detail
     if errors:
         body["errors"] = errors
+    body.update(extensions or {})
     response = jsonify(body)
     response.status_code = status
     response.mimetype = PROBLEM_JSON
@@ -312,7 +301,7 @@ def _check(name: str, check: Callable[[], None]) -> str:
         return "unavailable"
 
 
-def _ops_blueprint(settings: Settings, db: Database | None) -> Blueprint:
+def _ops_blueprint(settings: Settings, db: Database | None, dead_letters: bool) -> Blueprint:
     ops = Blueprint("ops", __name__)
 
     @ops.get("/health")
@@ -321,32 +310,47 @@ def _ops_blueprint(settings: Settings, db: Database | None) -> Blueprint:
 
     @ops.get("/ready")
     def ready() -> Response:
-        """Ready when the database answers; the broker is reported, not required.
+        """Ready when the database answers; the broker too if CRM_READY_REQUIRES_BROKER.
 
         An api process only writes its outbox: with RabbitMQ down it still accepts
-        writes (their events wait), so a broker outage must not take it out of service.
+        writes (their events wait), so by default a broker outage is reported and does
+        not take it out of service. Not ready: a 503 problem naming what is down.
         """
         results = {"broker": _check("broker", lambda: _broker_reachable(settings.amqp_url))}
         if db is not None:
             results["database"] = _check("database", db.ping)
-        healthy = results.get("database", "ok") == "ok"
-        response = jsonify({"status": "ready" if healthy else "not ready", "checks": results})
-        response.status_code = 200 if healthy else 503
-        return response
+        required = ["database"]
+        if settings.extra.get("ready_requires_broker"):
+            required.append("broker")
+        down = [name for name in required if results.get(name, "ok") != "ok"]
+        if not down:
+            return jsonify({"status": "ready", "checks": results})
+        detail = f"Unavailable: {', '.join(down)}"
+        return problem(503, "Service Unavailable", detail, extensions={"checks": results})
+
+    backlog = CollectorRegistry()  # gauges read at scrape time, once per process
+    backlog.register(BacklogCollector(settings, db, dead_letters=dead_letters))
 
     @ops.get("/metrics")
     def metrics() -> Response:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # several gunicorn workers: sum them
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-            return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
-        return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
+            counters = CollectorRegistry()
+            multiprocess.MultiProcessCollector(counters)
+            text = generate_latest(counters)
+        else:
+            text = generate_latest()
+        return Response(text + generate_latest(backlog), mimetype=CONTENT_TYPE_LATEST)
 
     return ops
 
 
-def init_app(app: Flask, settings: Settings, db: Database | None) -> None:
-    """Give a service's Flask app the shared conventions: errors, ids, logs, health, metrics."""
+def init_app(
+    app: Flask, settings: Settings, db: Database | None, *, dead_letters: bool = True
+) -> None:
+    """Give a service's Flask app the shared conventions: errors, ids, logs, health, metrics.
+
+    `dead_letters`: False for a service that consumes nothing (it has no DLQ to measure).
+    """
     configure_logging(settings.service, settings.log_level)
     app.json = CrmJSONProvider(app)
     app.config["CRM_SERVICE"] = settings.service
@@ -364,7 +368,7 @@ def init_app(app: Flask, settings: Settings, db: Database | None) -> None:
     app.register_error_handler(DataError, _handle_data_error)
     app.register_error_handler(IntegrityError, _handle_integrity_error)
     app.register_error_handler(Exception, _handle_unexpected)
-    app.register_blueprint(_ops_blueprint(settings, db))
+    app.register_blueprint(_ops_blueprint(settings, db, dead_letters))
     if settings.jwt_secret == DEV_JWT_SECRET and not app.testing:
         log.warning("CRM_JWT_SECRET is the development default: set it in production")
 

@@ -14,6 +14,7 @@ from shared.bus import EventConsumer, Handler
 from shared.config import Settings
 from shared.db import Database
 from shared.logs import configure_logging
+from shared.metrics import serve_worker_metrics, use_process_local_values
 from shared.relay import OutboxRelay
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,10 @@ def run_worker(
     *,
     timers: Iterable[Timer] = (),
 ) -> None:
-    """The worker process's main: JSON logs, graceful stop on SIGTERM/SIGINT."""
+    """The worker process's main: JSON logs, its /metrics, graceful stop on SIGTERM/SIGINT."""
     configure_logging(settings.service, settings.log_level)
+    use_process_local_values()
+    metrics_server = serve_worker_metrics(settings)
     worker = ServiceWorker(settings, db, handlers, timers=timers)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -122,4 +125,8 @@ def run_worker(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("worker of %s starting", settings.service)
-    worker.run()
+    try:
+        worker.run()
+    finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()

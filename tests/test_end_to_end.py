@@ -264,6 +264,7 @@ def test_the_running_system_is_ready_and_counts_requests_of_every_worker(system)
         if line.startswith("crm_http_requests_total{") and 'endpoint="/health"' in line
     ]
     assert sum(counted) >= 6, metrics[:2000]
+    assert 'crm_outbox_backlog{service="gateway"}' in metrics  # read at scrape, beside the sums
 
 
 def _login(api: str) -> requests.Session:

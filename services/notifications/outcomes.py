@@ -34,6 +34,7 @@ from services.notifications.sending import (
 )
 from services.notifications.suppressions import BOUNCED, suppress
 from shared.db import Database, take_write_lock
+from shared.metrics import EMAILS, count_on_commit
 from shared.outbox import record_events
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ def _mark_sent(session: Session, sent: dict[str, str | None], now: datetime) -> 
     if len(rows) < len(sent):  # reconciled meanwhile by another sender: its verdict stands
         log.warning("%d sent message(s) were no longer sending", len(sent) - len(rows))
     service = session.info["db"].service
+    count_on_commit(session, EMAILS, len(rows), service=service, outcome="sent")
     events = [
         message_event_row(
             service, "email.sent", row, smtp_message_id=row.smtp_message_id, sent_at=now
@@ -143,6 +145,7 @@ def _mark_failed(
     record_message_event(
         session, "email.failed", message, error=message.last_error, uncertain=uncertain, **extra
     )
+    count_on_commit(session, EMAILS, service=session.info["db"].service, outcome="failed")
     log.warning("message %s failed: %s", message.id, detail[:200])
 
 
@@ -157,6 +160,7 @@ def _mark_bounced(
     record_message_event(
         session, "email.bounced", message, hard=True, error=message.last_error, code=error.code
     )
+    count_on_commit(session, EMAILS, service=session.info["db"].service, outcome="bounced")
 
 
 def reconcile_interrupted(db: Database, now: datetime, limit: int = 500) -> int:

@@ -514,5 +514,24 @@ def test_readiness_fails_when_the_database_is_unreachable():
 
     app = create_app({"database_url": "postgresql+psycopg://postgres@127.0.0.1:1/none"})
     answer = app.test_client().get("/ready")
-    assert answer.status_code == 503
+    assert answer.status_code == 503 and answer.mimetype == "application/problem+json"
     assert answer.get_json()["checks"]["database"] == "unavailable"
+    assert answer.get_json()["detail"] == "Unavailable: database"
+
+
+def test_readiness_can_require_the_broker_too(database_url, monkeypatch):
+    from services.contacts.app import create_app
+
+    monkeypatch.setenv("CRM_READY_REQUIRES_BROKER", "on")
+    app = create_app(
+        {
+            "database_url": database_url,
+            "create_tables": True,
+            "amqp_url": "amqp://guest:guest@127.0.0.1:1/%2F",
+        }
+    )
+    answer = app.test_client().get("/ready")
+    app.extensions["crm.db"].dispose()
+    assert answer.status_code == 503 and answer.mimetype == "application/problem+json"
+    assert answer.get_json()["detail"] == "Unavailable: broker"
+    assert answer.get_json()["checks"] == {"broker": "unavailable", "database": "ok"}

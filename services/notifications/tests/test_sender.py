@@ -296,3 +296,23 @@ def test_a_message_that_cannot_be_built_fails_alone(db, settings, smtp_server):
         "sent",
     ]
     assert "Bcc" in load(db, bad.id).last_error and smtp_server.count() == 2
+
+
+def test_sent_failed_and_bounced_emails_are_counted(db, settings, smtp_server):
+    from prometheus_client import REGISTRY
+
+    def emails(outcome: str) -> float:
+        labels = {"service": settings.service, "outcome": outcome}
+        return REGISTRY.get_sample_value("crm_emails_total", labels) or 0.0
+
+    before = {outcome: emails(outcome) for outcome in ("sent", "failed", "bounced")}
+    queue(db)
+    send_due(db, settings, mailer_for(smtp_server), now=T0)
+    queue(db)
+    smtp_server.refuse_next(1, "554 5.7.1 Message rejected as spam")
+    send_due(db, settings, mailer_for(smtp_server), now=T0)
+    queue(db, to="gone@example.com")
+    smtp_server.refuse_next(1, "550 5.1.1 <gone@example.com>: user unknown", stage="rcpt")
+    send_due(db, settings, mailer_for(smtp_server), now=T0)
+    moved = {outcome: emails(outcome) - before[outcome] for outcome in before}
+    assert moved == {"sent": 1, "failed": 1, "bounced": 1}
