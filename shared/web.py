@@ -186,6 +186,13 @@ def created(body: Any, location: str) -> Response:
     return response
 
 
+def created_with_etag(body: dict[str, Any], location: str) -> Response:
+    """201 with the new record's Location and its version as ETag."""
+    response = with_etag(body, 201)
+    response.headers["Location"] = location
+    return response
+
+
 def no_content() -> Response:
     return Response(status=204)
 

@@ -27,7 +27,7 @@ from shared.search import search_condition
 from shared.web import (
     ApiError,
     check_version,
-    created,
+    created_with_etag,
     current_db,
     expected_version,
     load_body,
@@ -64,9 +64,7 @@ def create_contact() -> Any:
     with current_db().session() as session:
         contact = domain.create_contact(session, data, actor_id())
         body = contact_view(contact)
-    response = created(body, f"/api/v1/contacts/{body['id']}")
-    response.headers["ETag"] = f'"{body["version"]}"'
-    return response
+    return created_with_etag(body, f"/api/v1/contacts/{body['id']}")
 
 
 @contacts_api.get("/<uuid:contact_id>")

@@ -24,6 +24,7 @@ from shared.pagination import SortKey, list_params, page_answer, paginate, parse
 from shared.web import (
     conflict,
     created,
+    created_with_etag,
     current_db,
     expected_version,
     invalid,
@@ -81,9 +82,7 @@ def create_company() -> Any:
     data = load_body(company_in)
     with current_db().session() as session:
         body = company_view(domain.create_company(session, data))
-    response = created(body, f"/api/v1/companies/{body['id']}")
-    response.headers["ETag"] = f'"{body["version"]}"'
-    return response
+    return created_with_etag(body, f"/api/v1/companies/{body['id']}")
 
 
 @companies_api.get("/companies/<uuid:company_id>")

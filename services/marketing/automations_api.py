@@ -30,7 +30,7 @@ from shared.idempotency import idempotent
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.schemas import FilterGroupSchema, StrictSchema
 from shared.web import (
-    created,
+    created_with_etag,
     current_db,
     expected_version,
     load_body,
@@ -248,9 +248,7 @@ def create() -> Any:
     data = load_body(RuleInSchema())
     with current_db().session() as session:
         body = automations.rule_view(automations.create_rule(session, data))
-    response = created(body, f"/api/v1{BASE}/{body['id']}")
-    response.headers["ETag"] = f'"{body["version"]}"'
-    return response
+    return created_with_etag(body, f"/api/v1{BASE}/{body['id']}")
 
 
 @automations_api.get(f"{BASE}/<uuid:rule_id>")

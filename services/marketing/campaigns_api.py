@@ -34,7 +34,7 @@ from shared.pagination import SortKey, list_params, page_answer, paginate, parse
 from shared.schemas import StrictSchema
 from shared.web import (
     check_version,
-    created,
+    created_with_etag,
     current_db,
     expected_version,
     load_body,
@@ -153,9 +153,7 @@ def create() -> Any:
     data = load_body(CampaignInSchema())
     with current_db().session() as session:
         body = campaigns.campaign_view(campaigns.create_campaign(session, data))
-    response = created(body, f"/api/v1{BASE}/{body['id']}")
-    response.headers["ETag"] = f'"{body["version"]}"'
-    return response
+    return created_with_etag(body, f"/api/v1{BASE}/{body['id']}")
 
 
 @campaigns_api.get(f"{BASE}/<uuid:campaign_id>")

@@ -28,7 +28,7 @@ from shared.pagination import SortKey, list_params, page_answer, paginate, parse
 from shared.schemas import FilterGroupSchema, StrictSchema
 from shared.web import (
     ApiError,
-    created,
+    created_with_etag,
     current_db,
     expected_version,
     load_body,
@@ -163,9 +163,7 @@ def create() -> Any:
     data = load_body(SegmentInSchema())
     with current_db().session() as session:
         body = segments.segment_view(session, segments.create_segment(session, data))
-    response = created(body, f"/api/v1{BASE}/{body['id']}")
-    response.headers["ETag"] = f'"{body["version"]}"'
-    return response
+    return created_with_etag(body, f"/api/v1{BASE}/{body['id']}")
 
 
 @segments_api.get(f"{BASE}/<uuid:segment_id>")

@@ -39,6 +39,7 @@ from shared.web import (
     check_version,
     conflict,
     created,
+    created_with_etag,
     current_db,
     current_settings,
     expected_version,
@@ -268,9 +269,7 @@ def create_list_route() -> Any:
     data = load_body(ListInSchema())
     with current_db().session() as session:
         body = list_view(create_list(session, data))
-    response = created(body, f"/api/v1{LISTS}/{body['id']}")
-    response.headers["ETag"] = f'"{body["version"]}"'
-    return response
+    return created_with_etag(body, f"/api/v1{LISTS}/{body['id']}")
 
 
 @subscriptions_api.get(f"{LISTS}/<uuid:list_id>")

@@ -30,7 +30,7 @@ from shared.schemas import StrictSchema
 from shared.web import (
     check_version,
     conflict,
-    created,
+    created_with_etag,
     current_db,
     expected_version,
     load_body,
@@ -271,9 +271,7 @@ def create() -> Any:
     data = load_body(TemplateInSchema())
     with current_db().session() as session:
         body = template_view(create_template(session, data))
-    response = created(body, f"/api/v1{BASE}/{body['id']}")
-    response.headers["ETag"] = f'"{body["version"]}"'
-    return response
+    return created_with_etag(body, f"/api/v1{BASE}/{body['id']}")
 
 
 @templates_api.get(f"{BASE}/<uuid:template_id>")

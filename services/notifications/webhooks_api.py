@@ -22,7 +22,7 @@ from shared.pagination import SortKey, list_params, page_answer, paginate, parse
 from shared.schemas import StrictSchema
 from shared.web import (
     check_version,
-    created,
+    created_with_etag,
     current_db,
     expected_version,
     invalid,
@@ -176,9 +176,7 @@ def create() -> Any:
     data = load_body(WebhookInSchema())
     with current_db().session() as session:
         body = webhook_view(webhooks.create_webhook(session, data), with_secret=True)
-    response = created(body, f"/api/v1{BASE}/{body['id']}")
-    response.headers["ETag"] = f'"{body["version"]}"'
-    return response
+    return created_with_etag(body, f"/api/v1{BASE}/{body['id']}")
 
 
 @webhooks_api.get(f"{BASE}/<uuid:webhook_id>")

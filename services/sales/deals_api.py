@@ -35,7 +35,7 @@ from shared.pagination import list_params, page_answer, paginate, parse_sort
 from shared.schemas import BatchInputsSchema, BatchReadSchema, SearchSchema
 from shared.search import search_condition
 from shared.web import (
-    created,
+    created_with_etag,
     current_db,
     expected_version,
     invalid,
@@ -84,9 +84,7 @@ def create_deal() -> Any:
     data = load_body(deal_in)
     with current_db().session() as session:
         body = deal_view(deals.create_deal(session, data, actor))
-    response = created(body, f"/api/v1/deals/{body['id']}")
-    response.headers["ETag"] = f'"{body["version"]}"'
-    return response
+    return created_with_etag(body, f"/api/v1/deals/{body['id']}")
 
 
 @deals_api.get("/deals/<uuid:deal_id>")

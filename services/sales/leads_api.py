@@ -22,7 +22,7 @@ from shared.schemas import BatchInputsSchema, BatchReadSchema, SearchSchema
 from shared.search import SearchField, column_condition, search_condition
 from shared.web import (
     check_version,
-    created,
+    created_with_etag,
     current_db,
     expected_version,
     invalid,
@@ -173,9 +173,7 @@ def create_lead() -> Any:
     with current_db().session() as session:
         lead = leads.create_lead(session, data, actor)
         body = lead_view(lead)
-    response = created(body, f"/api/v1/leads/{body['id']}")
-    response.headers["ETag"] = f'"{body["version"]}"'
-    return response
+    return created_with_etag(body, f"/api/v1/leads/{body['id']}")
 
 
 @leads_api.post("/leads/batch/create")

@@ -26,6 +26,7 @@ from shared.pagination import SortKey, list_params, page_answer, paginate, parse
 from shared.schemas import StrictSchema
 from shared.web import (
     created,
+    created_with_etag,
     current_db,
     expected_version,
     load_body,
@@ -73,9 +74,7 @@ def create_pipeline() -> Any:
     data = load_body(PipelineInSchema())
     with current_db().session() as session:
         body = pipeline_view(pipelines.create_pipeline(session, data))
-    response = created(body, f"/api/v1/pipelines/{body['id']}")
-    response.headers["ETag"] = f'"{body["version"]}"'
-    return response
+    return created_with_etag(body, f"/api/v1/pipelines/{body['id']}")
 
 
 @pipelines_api.get("/pipelines/<uuid:pipeline_id>")

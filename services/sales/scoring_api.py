@@ -18,7 +18,7 @@ from shared.auth import require_role
 from shared.idempotency import idempotent
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.web import (
-    created,
+    created_with_etag,
     current_db,
     expected_version,
     invalid,
@@ -86,8 +86,7 @@ def create_rule() -> Any:
     with current_db().session() as session:
         rule, rescored = scoring.create_rule(session, data)
         body = rule_view(rule)
-    response = created(body, f"/api/v1/lead-scoring-rules/{body['id']}")
-    response.headers["ETag"] = f'"{body["version"]}"'
+    response = created_with_etag(body, f"/api/v1/lead-scoring-rules/{body['id']}")
     return _rescored(response, rescored)
 
 

@@ -21,7 +21,7 @@ from shared.events import utcnow
 from shared.idempotency import idempotent
 from shared.pagination import list_params, page_answer, paginate, parse_sort
 from shared.web import (
-    created,
+    created_with_etag,
     current_db,
     expected_version,
     invalid,
@@ -64,9 +64,7 @@ def create_task() -> Any:
     email = current_principal().email
     with current_db().session() as session:
         body = task_view(tasks.create_task(session, data, actor, actor_email=email))
-    response = created(body, f"/api/v1/tasks/{body['id']}")
-    response.headers["ETag"] = f'"{body["version"]}"'
-    return response
+    return created_with_etag(body, f"/api/v1/tasks/{body['id']}")
 
 
 @tasks_api.get("/tasks/<uuid:task_id>")

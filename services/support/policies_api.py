@@ -33,7 +33,7 @@ from shared.pagination import SortKey, list_params, page_answer, paginate, parse
 from shared.web import (
     check_version,
     conflict,
-    created,
+    created_with_etag,
     current_db,
     expected_version,
     invalid,
@@ -199,9 +199,7 @@ def create() -> Any:
     data = load_body(PolicyInSchema())
     with current_db().session() as session:
         body = policy_view(create_policy(session, data))
-    response = created(body, f"/api/v1{BASE}/{body['id']}")
-    response.headers["ETag"] = f'"{body["version"]}"'
-    return response
+    return created_with_etag(body, f"/api/v1{BASE}/{body['id']}")
 
 
 @policies_api.get(f"{BASE}/<uuid:policy_id>")

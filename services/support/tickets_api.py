@@ -34,6 +34,7 @@ from shared.schemas import BatchInputsSchema, BatchReadSchema, SearchSchema
 from shared.search import search_condition
 from shared.web import (
     created,
+    created_with_etag,
     current_db,
     current_settings,
     expected_version,
@@ -65,9 +66,7 @@ def _changes() -> dict[str, Any]:
 
 
 def _created_ticket(body: dict[str, Any]) -> Any:
-    response = created(body, f"/api/v1/tickets/{body['id']}")
-    response.headers["ETag"] = f'"{body["version"]}"'
-    return response
+    return created_with_etag(body, f"/api/v1/tickets/{body['id']}")
 
 
 @tickets_api.get("/tickets")
