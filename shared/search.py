@@ -139,3 +139,15 @@ def search_condition(
     if errors:
         raise invalid({"filter_groups": errors}, "Some filters are not valid")
     return or_(*conditions)
+
+
+MAX_QUERY_WORDS = 10
+
+
+def words_condition(query: str | None, *columns: Any) -> ColumnElement[bool]:
+    """`?q=`: every word (the first ten) appears in at least one of `columns`."""
+    words = (query or "").split()[:MAX_QUERY_WORDS]
+    return and_(
+        true(),
+        *(or_(*(column.icontains(word, autoescape=True) for column in columns)) for word in words),
+    )

@@ -20,7 +20,7 @@ from typing import Any
 
 from flask import Blueprint
 from marshmallow import ValidationError, fields, post_load, validate, validates_schema
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from services.marketing import automations
 from services.marketing.automation_conditions import condition_errors
@@ -29,6 +29,7 @@ from shared.auth import require_role
 from shared.idempotency import idempotent
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.schemas import FilterGroupSchema, StrictSchema
+from shared.search import words_condition
 from shared.web import (
     created_with_etag,
     current_db,
@@ -226,13 +227,9 @@ def list_rules() -> Any:
         statement = statement.where(AutomationRule.enabled.is_(args["enabled"]))
     if "event_type" in args:
         statement = statement.where(AutomationRule.event_type == args["event_type"])
-    for word in args.get("q", "").split()[:10]:
-        statement = statement.where(
-            or_(
-                AutomationRule.name.icontains(word, autoescape=True),
-                AutomationRule.description.icontains(word, autoescape=True),
-            )
-        )
+    statement = statement.where(
+        words_condition(args.get("q"), AutomationRule.name, AutomationRule.description)
+    )
     with current_db().session() as session:
         rows, next_cursor = paginate(
             session, statement, sort, AutomationRule.id, limit=limit, cursor=cursor

@@ -32,6 +32,7 @@ from shared.auth import require_role
 from shared.idempotency import idempotent
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.schemas import StrictSchema
+from shared.search import words_condition
 from shared.web import (
     check_version,
     created_with_etag,
@@ -136,8 +137,7 @@ def list_campaigns() -> Any:
         statement = statement.where(Campaign.status == args["status"])
     if "segment_id" in args:
         statement = statement.where(Campaign.segment_id == args["segment_id"])
-    for word in args.get("q", "").split()[:10]:
-        statement = statement.where(Campaign.name.icontains(word, autoescape=True))
+    statement = statement.where(words_condition(args.get("q"), Campaign.name))
     with current_db().session() as session:
         rows, next_cursor = paginate(
             session, statement, sort, Campaign.id, limit=limit, cursor=cursor

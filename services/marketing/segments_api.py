@@ -17,7 +17,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 from marshmallow import ValidationError, fields, validate, validates_schema
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from services.marketing import segments
 from services.marketing.models import Contact, Segment
@@ -26,6 +26,7 @@ from shared.auth import require_role
 from shared.idempotency import idempotent
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.schemas import FilterGroupSchema, StrictSchema
+from shared.search import words_condition
 from shared.web import (
     ApiError,
     created_with_etag,
@@ -141,13 +142,7 @@ def list_segments() -> Any:
     statement = select(Segment)
     if "kind" in args:
         statement = statement.where(Segment.kind == args["kind"])
-    for word in args.get("q", "").split()[:10]:
-        statement = statement.where(
-            or_(
-                Segment.name.icontains(word, autoescape=True),
-                Segment.description.icontains(word, autoescape=True),
-            )
-        )
+    statement = statement.where(words_condition(args.get("q"), Segment.name, Segment.description))
     with current_db().session() as session:
         rows, next_cursor = paginate(
             session, statement, sort, Segment.id, limit=limit, cursor=cursor

@@ -22,7 +22,7 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 from marshmallow import ValidationError, fields, validate, validates_schema
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from services.marketing import subscriptions
@@ -35,6 +35,7 @@ from shared.events import isoformat, utcnow
 from shared.idempotency import idempotent
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.schemas import StrictSchema
+from shared.search import words_condition
 from shared.web import (
     check_version,
     conflict,
@@ -247,13 +248,9 @@ def list_lists() -> Any:
     limit, cursor = list_params()
     sort = parse_sort(args.get("sort"), LIST_SORTS, "name")
     statement = select(SubscriptionList)
-    for word in args.get("q", "").split()[:10]:
-        statement = statement.where(
-            or_(
-                SubscriptionList.name.icontains(word, autoescape=True),
-                SubscriptionList.description.icontains(word, autoescape=True),
-            )
-        )
+    statement = statement.where(
+        words_condition(args.get("q"), SubscriptionList.name, SubscriptionList.description)
+    )
     with current_db().session() as session:
         rows, next_cursor = paginate(
             session, statement, sort, SubscriptionList.id, limit=limit, cursor=cursor

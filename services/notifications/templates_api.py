@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Blueprint, request
 from marshmallow import ValidationError, fields, validate
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.notifications import templates
@@ -27,6 +27,7 @@ from shared.events import isoformat, utcnow
 from shared.idempotency import idempotent
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.schemas import StrictSchema
+from shared.search import words_condition
 from shared.web import (
     check_version,
     conflict,
@@ -249,13 +250,7 @@ def list_templates() -> Any:
     statement = select(Template)
     if "category" in args:
         statement = statement.where(Template.category == args["category"])
-    for word in args.get("q", "").split()[:10]:
-        statement = statement.where(
-            or_(
-                Template.name.icontains(word, autoescape=True),
-                Template.description.icontains(word, autoescape=True),
-            )
-        )
+    statement = statement.where(words_condition(args.get("q"), Template.name, Template.description))
     with current_db().session() as session:
         rows, next_cursor = paginate(
             session, statement, sort, Template.id, limit=limit, cursor=cursor

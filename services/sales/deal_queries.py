@@ -7,12 +7,12 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sqlalchemy import Select, and_, func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from services.sales.models import Deal
 from shared.pagination import SortKey
-from shared.search import BadFilter, SearchField, column_condition
+from shared.search import BadFilter, SearchField, column_condition, words_condition
 
 # Deals without an expected close date sort after every dated deal.
 NO_CLOSE_DATE = date(9999, 12, 31)
@@ -80,8 +80,7 @@ EQUALITY_FILTERS = (
 
 def text_condition(query: str) -> ColumnElement[bool]:
     """Every word of `q` appears in the deal's name."""
-    words = query.split()[:10]
-    return and_(*(Deal.name.icontains(word, autoescape=True) for word in words))
+    return words_condition(query, Deal.name)
 
 
 def list_statement(args: Mapping[str, Any]) -> Select[Any]:

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Select, Text, and_, case, cast, func, not_, or_, select, true
+from sqlalchemy import Select, Text, case, cast, func, not_, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 
 from services.support.models import PRIORITIES, Ticket
 from services.support.ticket_schemas import TAG_PATTERN
 from shared.pagination import SortKey, parse_sort
-from shared.search import BadFilter, SearchField, column_condition
+from shared.search import BadFilter, SearchField, column_condition, words_condition
 
 DEFAULT_SORT = "-created_at"
 # Tickets without a deadline sort after every ticket that has one.
@@ -117,13 +117,8 @@ SEARCH_FIELDS: dict[str, SearchField] = {
 
 def text_condition(query: str) -> ColumnElement[bool]:
     """Every word of `q` appears in the subject, the description or the requester's email."""
-    words = query.split()[:10]
-    if not words:
-        return true()
     columns = (Ticket.subject, Ticket.description, Ticket.requester_email)
-    return and_(
-        *(or_(*(column.icontains(word, autoescape=True) for column in columns)) for word in words)
-    )
+    return words_condition(query, *columns)
 
 
 def list_statement(args: Mapping[str, Any]) -> Select[Any]:
