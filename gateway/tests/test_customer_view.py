@@ -14,7 +14,8 @@ from gateway.breaker import BREAKERS
 from gateway.tests.conftest import close_app, gateway_config
 from gateway.tests.fake_services import FakeService, ServiceUrls, page, running_services, token_for
 
-TIMEOUT = 0.5
+# Generous: a loaded CI machine must not make a healthy stand-in look slow.
+TIMEOUT = 2.0
 CONTACT_ID = "6f1c2d3e-0000-4000-8000-000000000001"
 COMPANY_ID = "6f1c2d3e-0000-4000-8000-00000000000c"
 RESOLVED_TICKET = "6f1c2d3e-0000-4000-8000-0000000000a1"
