@@ -19,8 +19,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 # Tests wait on the broker and the databases much of the time: 4 processes by default.
+# The broker outage test stops the broker itself (`rabbitmqctl stop_app`): it runs after the
+# rest, alone, so no other test is running when the broker goes away.
+OUTAGE_TEST := tests/faults/test_broker_outage.py
 test: lint
-	$(VENV)/bin/python -m pytest -q -n $${CRM_TEST_PROCESSES:-4} --dist loadgroup
+	$(VENV)/bin/python -m pytest -q -n $${CRM_TEST_PROCESSES:-4} --dist loadgroup --ignore=$(OUTAGE_TEST)
+	$(VENV)/bin/python -m pytest -q -n 0 $(OUTAGE_TEST)
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
@@ -32,6 +36,8 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/sales_reports.py
 	$(VENV)/bin/python bench/notifications_send.py
 	$(VENV)/bin/python bench/marketing_fanout.py
+	$(VENV)/bin/python bench/gateway_reads.py
+	$(VENV)/bin/python bench/load.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache

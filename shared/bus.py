@@ -192,10 +192,11 @@ class EventConsumer:
         self.poll_seconds = poll_seconds
         self.consuming = threading.Event()  # set while a connection is consuming
         self._pending: list[_Delivery] = []
+        self._stop = threading.Event()
 
     def run(self, stop: threading.Event) -> None:
         """Consume until `stop` is set, reconnecting with backoff when the broker goes away."""
-        backoff = Backoff()
+        backoff, self._stop = Backoff(), stop
         while not stop.is_set():
             try:
                 self._consume(stop, backoff)
@@ -232,7 +233,7 @@ class EventConsumer:
                 self._gather_more(connection)
                 if self._pending:
                     batch, self._pending = self._pending, []
-                    self._handle(batch, channel, confirms)
+                    self._handle(batch, channel, confirms, connection)
         finally:
             with contextlib.suppress(*CONNECTION_ERRORS):
                 connection.close()
@@ -248,16 +249,37 @@ class EventConsumer:
     def _on_message(self, _channel: Any, method: Any, properties: Any, body: bytes) -> None:
         self._pending.append(_Delivery(method.delivery_tag, properties, body))
 
-    def _handle(self, batch: list[_Delivery], channel: Any, confirms: Any) -> None:
+    def _handle(self, batch: list[_Delivery], channel: Any, confirms: Any, connection: Any) -> None:
         """Apply a batch, send its failures on (confirmed), then ack all of it at once."""
         work = [delivery for delivery in batch if self._recognise(delivery)]
-        if work:
-            self._apply(work)
+        if work and not self._apply_once_database_answers(work, connection):
+            return  # stopping: left unacked, so the broker delivers the batch again
         for delivery in batch:
             if delivery.failure:
                 self._route_failure(delivery, confirms)
         channel.basic_ack(batch[-1].tag, multiple=True)
         self._count(batch, work)
+
+    def _apply_once_database_answers(self, work: list[_Delivery], connection: Any) -> bool:
+        """Apply; while the service's own database is unreachable, wait and apply again.
+
+        An outage is no fault of the messages: retrying them would spend their whole retry
+        budget in seconds and dead-letter good events. False if told to stop meanwhile.
+        """
+        backoff = Backoff(first=0.5, cap=5.0)
+        while True:
+            self._apply(work)
+            if not any(delivery.failure for delivery in work) or self.db.answers():
+                return True
+            delay = backoff.next()
+            log.warning(
+                "database unreachable; holding %d events, trying again in %.1fs", len(work), delay
+            )
+            connection.sleep(delay)  # answers the broker's heartbeats meanwhile
+            if self._stop.is_set():
+                return False
+            for delivery in work:
+                delivery.failure, delivery.duplicate = None, False
 
     def _count(self, batch: list[_Delivery], work: list[_Delivery]) -> None:
         """crm_events_consumed_total by outcome, once the batch is acknowledged."""

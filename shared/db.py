@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import MetaData, create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool, StaticPool
 
@@ -101,6 +102,14 @@ class Database:
     def ping(self) -> None:
         with self.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
+
+    def answers(self) -> bool:
+        """Whether the database takes a query now (False while it is unreachable)."""
+        try:
+            self.ping()
+        except (DBAPIError, OSError):
+            return False
+        return True
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -85,7 +85,11 @@ def replay_dead_letters(settings: Settings, limit: int | None = None) -> int:
     """
     moved = 0
     with _channel(settings, confirm=True) as channel:
-        while limit is None or moved < limit:
+        # Only the letters waiting now: one the running consumer dead-letters again
+        # meanwhile must not come round a second time in the same replay.
+        queue = channel.queue_declare(settings.dead_letter_queue, passive=True)
+        waiting = queue.method.message_count
+        while moved < (waiting if limit is None else min(limit, waiting)):
             method, properties, body = channel.basic_get(settings.dead_letter_queue)
             if method is None:
                 break

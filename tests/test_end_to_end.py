@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import email
 import io
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -23,16 +20,12 @@ import pika
 import pytest
 import requests
 
+from tests.faults.system import free_port, read_mail
+
 ROOT = Path(__file__).resolve().parents[1]
 # Each test starts the whole system (some 20 processes): one at a time, whatever -n says.
 pytestmark = pytest.mark.xdist_group("crm-run")
 TIMEOUT = 10
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_until_up(url: str, process: subprocess.Popen, deadline: float) -> None:
@@ -389,11 +382,7 @@ def test_a_ticket_from_a_new_address_makes_the_contact_and_lands_on_its_timeline
 
 def _mail_to(directory: Path, address: str) -> list[EmailMessage]:
     """The messages the SMTP catcher kept as .eml files for one recipient, oldest first."""
-    kept = [
-        email.message_from_bytes(path.read_bytes(), policy=policy.default)
-        for path in sorted(directory.glob("*.eml"))
-    ]
-    return [message for message in kept if message["To"] and address in message["To"]]
+    return [message for message in read_mail(directory) if address in (message["To"] or "")]
 
 
 def test_mail_goes_out_through_the_smtp_catcher_once_and_is_tracked(system, tmp_path):

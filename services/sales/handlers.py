@@ -102,8 +102,9 @@ def on_task_requested(session: Session, event: Envelope) -> None:
         return
     try:
         tasks.create_task(session, task)
-    except ApiError as error:
-        raise PermanentError(f"task.requested refused: {error.detail or error.title}") from None
+    except ApiError as error:  # the field errors say what to fix before a replay
+        reason = f"{error.detail or error.title} {error.errors or ''}".strip()
+        raise PermanentError(f"task.requested refused: {reason}") from None
 
 
 def handlers() -> dict[str, Handler]:

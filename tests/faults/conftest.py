@@ -1,0 +1,43 @@
+"""Fault tests: the system as real processes, broken on purpose (`-m faults` selects them)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faults.system import System
+
+HERE = Path(__file__).parent
+# Settings every fault test's system runs with: retries quick enough to wait for, and no
+# rate limits (a stream of a thousand writes in a minute is the point, not an abuse).
+FAULT_ENV = {"CRM_RETRY_DELAYS": "0.5,2,5", "CRM_RATE_LIMITS": "off"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "faults: breaks the running system on purpose (broker, workers, network)"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in tests/faults is a fault test, whoever wrote it."""
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.faults)
+
+
+@pytest.fixture
+def system(tmp_path: Path, amqp_url: str, amqp_prefix: str) -> Iterator[System]:
+    """Every process of the CRM running, on this test's own queues and data directory."""
+    from conftest import remember_queue
+
+    started = System(tmp_path, amqp_url, amqp_prefix, **FAULT_ENV)
+    for queue in started.queue_names():  # deleted at the end by the amqp_prefix fixture
+        remember_queue(amqp_prefix, queue)
+    try:
+        started.start()
+        yield started
+    finally:
+        started.stop()

@@ -1,0 +1,203 @@
+"""A worker SIGKILLed in the middle of its work, then started again.
+
+SIGKILL gives it no chance to finish. A consumer dies between a batch's commit and its ack,
+or with a batch half applied: the restarted one takes up everything left (nothing lost) and
+the inbox keeps every effect to one. A sender dies with a group of emails marked `sending`
+and more claimed: email is sent at most once, so that group is in doubt (it may have
+arrived) and is never sent again, while the rest of the claim goes out when the claim ends;
+no email ever reaches the SMTP server twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import requests
+
+from services.notifications.outcomes import SENDING_LEASE
+from services.notifications.sender import BATCH_SIZE, CLAIM_LEASE, SEND_GROUP
+from shared.events import utcnow
+from tests.faults.system import (
+    System,
+    compare_effects,
+    count_effects,
+    eventually,
+    expected_effects,
+    new_ticket,
+)
+
+pytestmark = [pytest.mark.faults, pytest.mark.xdist_group("crm-faults")]
+TICKETS = 300
+TIMEOUT = 30
+
+
+class TicketStream(threading.Thread):
+    """Tickets from new addresses posted through the gateway, in the background."""
+
+    def __init__(self, system: System, domain: str, count: int = TICKETS) -> None:
+        super().__init__(daemon=True)
+        self.session, self.api = system.login(), system.api
+        self.domain, self.count = domain, count
+        self.statuses: list[int | str] = []
+
+    def run(self) -> None:
+        for number in range(self.count):
+            try:
+                answer = self.session.post(
+                    f"{self.api}/tickets", json=new_ticket(number, self.domain), timeout=TIMEOUT
+                )
+                self.statuses.append(answer.status_code)
+            except requests.RequestException as error:
+                self.statuses.append(repr(error))
+
+    @property
+    def addresses(self) -> list[str]:
+        return [new_ticket(n, self.domain)["requester"]["email"] for n in range(self.count)]
+
+
+def kill_when(
+    system: System, process: str, progress: Callable[[], int], low: int, high: int
+) -> int:
+    """SIGKILL `process` once `progress()` is at least `low`; fails if it got past `high`
+    first (then the kill was not mid-stream). The progress seen at the kill."""
+    seen = eventually(progress, lambda done: done >= low, timeout=60, pause=0.02)
+    assert low <= seen < high, f"{process} was at {seen}, not mid-stream ({low}..{high})"
+    system.kill(process)
+    return seen
+
+
+def assert_each_effect_once(system: System, domain: str, tickets: list[str]) -> None:
+    expected = expected_effects([], tickets)
+
+    def lost_and_twice() -> tuple[dict[str, int], dict[str, int]]:
+        return compare_effects(count_effects(system, domain), expected)
+
+    missing, twice = eventually(lost_and_twice, lambda found: not any(found[0].values()), 90)
+    assert not any(missing.values()), f"effects missing: {missing}"
+    assert not any(twice.values()), f"effects duplicated: {twice}"
+    dead = {name: system.dead_letters(name) for name in system.consumers()}
+    assert not any(dead.values()), f"good events dead-lettered: {dead}"
+
+
+def test_a_consumer_killed_mid_stream_and_restarted_applies_every_event_once(
+    system: System,
+) -> None:
+    domain = "killed-consumer.example"
+    stream = TicketStream(system, domain)
+
+    def timeline_entries() -> int:
+        sql = "SELECT COUNT(*) FROM interactions WHERE event_type = 'ticket.created'"
+        return system.query("contacts", sql)[0][0]
+
+    stream.start()
+    applied_at_kill = kill_when(system, "contacts-worker", timeline_entries, 30, TICKETS)
+    time.sleep(1)  # the stream goes on while no one consumes
+    system.start_process("contacts-worker")
+    system.wait_for_consumer("contacts", time.monotonic() + 60)
+    stream.join(timeout=120)
+
+    assert stream.statuses == [201] * TICKETS
+    assert_each_effect_once(system, domain, stream.addresses)
+    print(f"contacts worker killed after {applied_at_kill} of {TICKETS} tickets: no loss, no twice")
+    system.assert_running()
+
+
+def messages_of(system: System, domain: str) -> dict[str, tuple[str, datetime | None]]:
+    """{address: (status, when it was claimed until or began sending)} of the messages to
+    addresses at `domain`."""
+    rows = system.query(
+        "notifications",
+        "SELECT to_key, status, sending_started_at, next_attempt_at FROM messages "
+        "WHERE to_key LIKE ?",
+        f"%@{domain}",
+    )
+    return {
+        to: (status, _aware(started if status == "sending" else claimed_until))
+        for to, status, started, claimed_until in rows
+    }
+
+
+def _aware(stored: str | None) -> datetime | None:
+    """A datetime SQLite gave back as text (naive: UTC by the services' convention)."""
+    if stored is None:
+        return None
+    moment = datetime.fromisoformat(stored)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def fast_forward_sender(system: System, seconds: float) -> None:
+    """One pass of the sender as if `seconds` had gone by: claims and leases ended."""
+    from services.notifications.app import make_database
+    from services.notifications.sender import send_due
+    from shared.config import load_settings
+
+    settings = load_settings("notifications", environ=system.env)
+    db = make_database(settings)
+    try:
+        send_due(db, settings, now=utcnow() + timedelta(seconds=seconds))
+    finally:
+        db.dispose()
+
+
+def test_a_sender_killed_mid_batch_sends_no_email_twice_and_holds_back_only_its_own(
+    system: System,
+) -> None:
+    """What the killed sender held stays held (no second copy): the group it had marked
+    `sending` (in doubt: it may have arrived) and the rest of its claim (released when the
+    claim ends). Everything else goes out once, at once, from the restarted worker."""
+    domain = "killed-sender.example"
+    stream = TicketStream(system, domain)
+    system.kill("notifications-worker")  # the acknowledgements pile up, sent as one batch
+    stream.start()
+    stream.join(timeout=120)
+    assert stream.statuses == [201] * TICKETS
+
+    def emails() -> int:  # only this test's acknowledgements go out
+        return len(list(system.mail_dir.glob("*.eml")))
+
+    system.start_process("notifications-worker")
+    emails_at_kill = kill_when(system, "notifications-worker", emails, 20, TICKETS)
+    killed_at = utcnow()
+    system.start_process("notifications-worker")
+
+    def held(status: str, at: datetime | None) -> bool:
+        """Still in the dead sender's hands: its claim, or its group marked `sending`."""
+        if status == "queued":  # a claim made before the kill ends within CLAIM_LEASE of it
+            return at is not None and killed_at < at <= killed_at + CLAIM_LEASE
+        return status == "sending" and at is not None and at < killed_at
+
+    def settled(found: dict[str, tuple[str, datetime | None]]) -> bool:
+        return len(found) == TICKETS and all(s == "sent" or held(s, at) for s, at in found.values())
+
+    found = eventually(lambda: messages_of(system, domain), settled, 90)
+    mailed = count_effects(system, domain)["email at the SMTP server"]
+    by_status = {
+        status: [to for to, (state, _) in found.items() if state == status]
+        for status in ("sent", "sending", "queued")
+    }
+    assert sum(map(len, by_status.values())) == TICKETS, found
+    in_doubt, claimed = by_status["sending"], by_status["queued"]
+    assert len(in_doubt) <= SEND_GROUP and len(claimed) <= BATCH_SIZE
+    assert all(mailed.get(to) == 1 for to in by_status["sent"])
+    assert all(mailed.get(to, 0) <= 1 for to in in_doubt)
+    assert not any(mailed.get(to) for to in claimed)
+
+    fast_forward_sender(system, max(CLAIM_LEASE, SENDING_LEASE).total_seconds() + 1)
+    after = messages_of(system, domain)
+    mailed = count_effects(system, domain)["email at the SMTP server"]
+    print(
+        f"sender killed after {emails_at_kill} emails: {len(in_doubt)} in doubt "
+        f"({sum(mailed.get(to, 0) for to in in_doubt)} had arrived, never resent), "
+        f"{len(claimed)} held by its claim and sent when it ended; duplicates "
+        f"{sum(1 for count in mailed.values() if count > 1)}"
+    )
+    assert {to: status for to, (status, _) in after.items() if status != "sent"} == {
+        to: "failed" for to in in_doubt
+    }
+    assert all(mailed.get(to) == 1 for to in claimed)
+    assert max(mailed.values()) == 1
+    system.assert_running()
