@@ -37,6 +37,10 @@ def _begin_before_savepoint(connection: Any, _name: str) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# Seconds a new PostgreSQL connection may take before it fails (libpq's connect_timeout).
+POSTGRES_CONNECT_TIMEOUT = 10
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with the pragmas and pool a CRM service needs on this database."""
     parsed = make_url(url)
@@ -58,6 +62,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("", "psycopg2"):
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     kwargs.setdefault("pool_pre_ping", True)
+    # libpq waits forever for a server that accepts no connection; a worker would hang
+    # instead of logging the outage and trying again.
+    if "connect_timeout" not in parsed.query:
+        kwargs.setdefault("connect_args", {"connect_timeout": POSTGRES_CONNECT_TIMEOUT})
     kwargs.setdefault("pool_size", 5)
     kwargs.setdefault("max_overflow", 10)
     return create_engine(url, **kwargs)

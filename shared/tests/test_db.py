@@ -48,3 +48,21 @@ def test_sqlite_enforces_foreign_keys_and_pg_urls_get_psycopg(tmp_path):
     with engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     assert make_engine("postgresql://u@localhost/db").dialect.driver == "psycopg"
+
+
+def test_a_postgresql_server_that_never_answers_fails_the_connection_in_time(monkeypatch):
+    import socket
+    import time
+
+    from shared import db as shared_db
+
+    monkeypatch.setattr(shared_db, "POSTGRES_CONNECT_TIMEOUT", 1)
+    with socket.socket() as silent:  # accepts the TCP connection (backlog), never speaks
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        engine = shared_db.make_engine(f"postgresql://u@127.0.0.1:{port}/db", pool_pre_ping=False)
+        started = time.monotonic()
+        with pytest.raises(sa.exc.OperationalError):
+            engine.connect()
+        assert time.monotonic() - started < 10
