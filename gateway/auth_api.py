@@ -14,9 +14,12 @@ from gateway.models import User
 from gateway.schemas import RefreshRequestSchema, TokenRequestSchema
 from shared.auth import Principal, issue_token, unauthorized
 from shared.config import Settings
+from shared.openapi import documented
 from shared.web import current_db, current_settings, load_body, no_content
 
 auth_api = Blueprint("gateway_auth", __name__, url_prefix="/api/v1/auth")
+# Public routes get no 401 by default; these answer it for what the body presents.
+REFUSED = {"responses": {"401": {"$ref": "#/components/responses/Unauthorized"}}}
 
 
 def client_address() -> str:
@@ -41,6 +44,7 @@ def token_answer(settings: Settings, user: User, refresh_token: str) -> Response
 
 
 @auth_api.post("/token")
+@documented(**REFUSED)
 def create_token() -> Response:
     """Trade an email and password for an access token and a refresh token.
 
@@ -59,6 +63,7 @@ def create_token() -> Response:
 
 
 @auth_api.post("/refresh")
+@documented(**REFUSED)
 def refresh() -> Response:
     """Trade a refresh token for a new access token and the next refresh token.
 

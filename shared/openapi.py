@@ -37,7 +37,7 @@ DOCUMENTED_PREFIXES = ("/api/", "/t/")
 BEARER, API_KEY = "bearerAuth", "apiKeyAuth"
 SECURITY = [{BEARER: []}, {API_KEY: []}]
 NO_SECURITY: list[dict[str, list[str]]] = []
-ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 422, 429)
+ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 415, 422, 429)
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 PROBLEM_JSON = "application/problem+json"
 GENERIC_JSON = {"application/json": {"schema": {"type": "object"}}}
@@ -188,6 +188,7 @@ def build_spec(
     spec = new_spec(title)
     paths: dict[str, dict[str, Any]] = {}
     operation_ids: set[str] = set()
+    allowing_empty: list[tuple[str, str]] = []
     for rule in documented_rules(app, prefixes, skip_blueprints):
         template, parameters = openapi_path(rule.rule)
         item = paths.setdefault(template, {"parameters": parameters, "operations": {}})
@@ -199,13 +200,25 @@ def build_spec(
                 operation = _operation(rule, method, view, facts, public, bool(parameters))
                 operation["operationId"] = _unique(operation["operationId"], operation_ids)
                 item["operations"][method.lower()] = operation
+                if facts.query_allows_empty:
+                    allowing_empty.append((template, method.lower()))
     with warnings.catch_warnings():
         # apispec can show only the first of several regex validators on a field: fine.
         warnings.filterwarnings("ignore", "More than one regex validator", UserWarning)
         for template, item in paths.items():
             operations, parameters = item["operations"], item["parameters"]
             spec.path(path=template, operations=operations, parameters=parameters)
-    return plain_json(spec.to_dict())
+    document = spec.to_dict()
+    for template, method in allowing_empty:
+        _allow_empty_query_values(document["paths"][template][method])
+    return plain_json(document)
+
+
+def _allow_empty_query_values(operation: dict[str, Any]) -> None:
+    """`parse_args(..., drop_empty=True)` takes `?x=` as absent: each query parameter says so."""
+    for parameter in operation.get("parameters", []):
+        if isinstance(parameter, dict) and parameter.get("in") == "query":
+            parameter["allowEmptyValue"] = True
 
 
 def _unique(operation_id: str, taken: set[str]) -> str:
@@ -334,7 +347,7 @@ def _success_responses(facts: ViewFacts) -> dict[str, Any]:
     if "page_answer" in facts.calls:
         envelope = {"schema": {"$ref": "#/components/schemas/ListEnvelope"}}
         responses["200"] = {"description": "A page", "content": {"application/json": envelope}}
-    if "created" in facts.calls:
+    if facts.calls & {"created", "created_with_etag"}:
         location = {"description": "The new record's URL", "schema": {"type": "string"}}
         responses["201"] = {
             "description": "Created",
@@ -348,6 +361,8 @@ def _success_responses(facts: ViewFacts) -> dict[str, Any]:
             "description": "A result per input: some failed",
             "content": GENERIC_JSON,
         }
+    if "read_batch" in facts.calls:
+        responses["200"] = {"description": "Every record, in order", "content": GENERIC_JSON}
     for status in sorted(facts.statuses):
         responses[str(status)] = {"description": HTTPStatus(status).phrase}
     if not any(status.startswith("2") for status in responses):

@@ -3,8 +3,10 @@
 The view (and up to two calls deep, the service's helpers it calls) is read, not run:
 - `load_body(SomeSchema())` / `load_body(some_in, partial=True)`: the request body;
 - `parse_args(SomeSchema())`: the query parameters;
-- `list_params()`, `page_answer(...)`, `created(...)`, `no_content()`, `run_batch(...)`,
-  `read_batch(...)`, `expected_version()`: what the route takes and answers;
+- `parse_args(..., drop_empty=True)`: query parameters that may be sent empty;
+- `list_params()`, `page_answer(...)`, `created(...)`, `created_with_etag(...)`,
+  `no_content()`, `run_batch(..., 201)`, `read_batch(...)`, `expected_version()`: what
+  the route takes and answers;
 - `Response(..., mimetype="image/gif")`, `Response(status=302)`: its media type or status;
 - `@idempotent`: the Idempotency-Key header.
 """
@@ -27,7 +29,16 @@ from marshmallow import Schema
 _PARSING = threading.Lock()
 # What a service's helper may do for its view and still say the same about the route.
 TOLD_BY_HELPERS = frozenset(
-    {"page_answer", "list_params", "expected_version", "created", "no_content", "run_batch"}
+    {
+        "page_answer",
+        "list_params",
+        "expected_version",
+        "created",
+        "created_with_etag",
+        "no_content",
+        "run_batch",
+        "read_batch",
+    }
 )
 
 
@@ -38,6 +49,7 @@ class ViewFacts:
     body: Schema | None = None
     body_optional: bool = False
     query: Schema | None = None
+    query_allows_empty: bool = False
     calls: set[str] = field(default_factory=set)
     media_types: list[str] = field(default_factory=list)
     statuses: set[int] = field(default_factory=set)
@@ -96,9 +108,12 @@ def _scan(
             facts.body_optional = "get_data" in names  # an empty body is accepted
         elif name == "parse_args" and facts.query is None and call.args:
             facts.query = _schema_of(call.args[0], namespace, False)
+            facts.query_allows_empty = _keyword_is_true(call, "drop_empty")
+        elif name == "run_batch" and len(call.args) > 3:
+            _read_batch_status(call.args[3], facts)
         elif name == "Response" and scope.depth == 0:
             _read_response_call(call, namespace, facts)
-        elif facts.body is None:
+        else:  # a helper may load the body, or answer for the view (`created_with_etag`)
             _scan_helper(call, namespace, facts, scope)
 
 
@@ -162,10 +177,20 @@ def _called_name(call: ast.Call) -> str:
 
 
 def _is_partial(call: ast.Call) -> bool:
+    return _keyword_is_true(call, "partial")
+
+
+def _keyword_is_true(call: ast.Call, name: str) -> bool:
     return any(
-        k.arg == "partial" and isinstance(k.value, ast.Constant) and k.value.value is True
+        k.arg == name and isinstance(k.value, ast.Constant) and k.value.value is True
         for k in call.keywords
     )
+
+
+def _read_batch_status(node: ast.expr, facts: ViewFacts) -> None:
+    """`run_batch(inputs, apply, view, 201)`: 201 when every input succeeds (else 207)."""
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        facts.statuses.add(node.value)
 
 
 def _schema_of(node: ast.expr, namespace: dict[str, Any], partial: bool) -> Schema | None:

@@ -130,7 +130,9 @@ def company_contacts(company_id: Any) -> Any:
 
 @companies_api.get("/custom-fields")
 def list_custom_fields() -> Any:
+    """Every custom field definition (a short list: one page, whatever the ?limit=)."""
     _check_params("entity")
+    list_params()  # still a bad ?limit= or ?cursor= is refused (422), as on every list
     statement = select(CustomField).order_by(CustomField.entity, CustomField.name)
     if request.args.get("entity"):
         statement = statement.where(CustomField.entity == request.args["entity"])
@@ -198,7 +200,9 @@ def delete_custom_field(field_id: Any) -> Any:
 
 @companies_api.get("/tags")
 def list_tags() -> Any:
+    """Every tag with its number of contacts (one page, whatever the ?limit=)."""
     _check_params()
+    list_params()  # still a bad ?limit= is refused (422), as on every list
     with current_db().session() as session:
         statement = (
             select(Tag.name, func.count(contact_tags.c.contact_id))

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify, request, stream_with_context
 from services.contacts import csv_rows, exporting, importing
 from services.contacts.queries import list_statement
 from shared.auth import current_principal
+from shared.openapi import documented
 from shared.web import ApiError, current_db
 
 transfer_api = Blueprint("transfer_api", __name__, url_prefix="/api/v1/contacts")
@@ -16,9 +17,26 @@ transfer_api = Blueprint("transfer_api", __name__, url_prefix="/api/v1/contacts"
 CSV_TYPES = frozenset({"text/csv", "application/csv", "text/plain"})
 TITLES = {400: "Bad Request", 413: "Content Too Large", 422: "Unprocessable Entity"}
 EXPORT_IGNORED = frozenset({"sort", "limit", "cursor"})
+CSV_UPLOAD = {
+    "required": True,
+    "content": {
+        "text/csv": {"schema": {"type": "string"}},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}},
+            }
+        },
+    },
+}
 
 
 @transfer_api.post("/import")
+@documented(
+    requestBody=CSV_UPLOAD,
+    responses={"415": {"$ref": "#/components/responses/UnsupportedMediaType"}},
+)
 def import_contacts() -> Any:
     """Upsert contacts from a CSV upload; answers a report of what each row did."""
     principal = current_principal()

@@ -25,6 +25,7 @@ from services.marketing.ledger import Origin, record_view
 from services.marketing.models import ConsentRecord, Suppression
 from shared.auth import current_principal, require_role
 from shared.idempotency import idempotent
+from shared.openapi import GENERIC_JSON, documented
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.schemas import StrictSchema
 from shared.web import created, current_db, load_body, no_content, not_found, parse_args
@@ -110,6 +111,7 @@ def read_suppression(email: str) -> Any:
 
 
 @consent_api.post(SUPPRESSIONS)
+@documented(responses={"200": {"description": "Suppressed already", "content": GENERIC_JSON}})
 @idempotent
 def add_suppression() -> Any:
     """Suppress an address by hand (201; 200 when it was suppressed already)."""

@@ -1,0 +1,122 @@
+"""The whole system (`crm run`) as real processes on PostgreSQL, once per fuzz module.
+
+Rate limits are off (CRM_RATE_LIMITS=off, and the sales form limit lifted) so that a
+429 never hides how a route answers bad input; gateway/tests/test_rate_limits.py keeps
+proving the limits themselves.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pika
+import pytest
+import requests
+import sqlalchemy as sa
+
+from tests.fuzz.system import (
+    TIMEOUT,
+    System,
+    free_port,
+    sign_in,
+    stop_process_group,
+    system_environment,
+    wait_until_up,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+_runs = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def service_databases(postgres_run_url: str) -> Iterator[dict[str, str]]:
+    """A PostgreSQL schema per service in the run's database, dropped afterwards."""
+    from shared.cli import SERVICES
+
+    engine = sa.create_engine(postgres_run_url, isolation_level="AUTOCOMMIT")
+    tag = f"fuzz{next(_runs)}_{uuid.uuid4().hex[:6]}"
+    schemas = {name: f"{tag}_{name}" for name in SERVICES}
+    with engine.connect() as connection:
+        for schema in schemas.values():
+            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = sa.make_url(postgres_run_url)
+    yield {
+        name: url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+            hide_password=False
+        )
+        for name, schema in schemas.items()
+    }
+    with engine.connect() as connection:
+        for schema in schemas.values():
+            connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def broker_prefix(amqp_url: str) -> Iterator[str]:
+    """Exchange and queue names of this module's own on the shared broker."""
+    from conftest import RUN_ID, delete_broker_names, remember_queue
+    from shared.cli import SERVICES
+
+    prefix = f"test-{RUN_ID}-fuzz{next(_runs)}."
+    for name in (name for name, spec in SERVICES.items() if spec.has_worker):
+        for suffix in ("", ".dlq", ".retry.200ms", ".retry.500ms"):
+            remember_queue(prefix, f"{prefix}{name}.events{suffix}")
+    yield prefix
+    deadline = time.monotonic() + 60
+    while True:  # a fault test elsewhere may have the broker stopped for a while
+        try:
+            delete_broker_names(amqp_url, prefix)
+            return
+        except pika.exceptions.AMQPError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+
+
+@pytest.fixture(scope="module")
+def system(
+    tmp_path_factory, amqp_url: str, broker_prefix: str, service_databases: dict[str, str]
+) -> Iterator[System]:
+    """Every service as real processes, and the admin signed in."""
+    from shared.cli import SERVICES
+
+    ports = {name: free_port() for name in SERVICES}
+    tmp = tmp_path_factory.mktemp("fuzz-system")
+    env = system_environment(tmp / "var", ports, service_databases, (amqp_url, broker_prefix))
+    log = tmp / "crm-run.log"  # a file, not a pipe: a full pipe would stall every process
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "run"],
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{ports['gateway']}"
+    try:
+        wait_until_up(f"{base}/health", process, time.monotonic() + 180)
+        for port in ports.values():
+            wait_until_up(f"http://127.0.0.1:{port}/ready", process, time.monotonic() + 60)
+        yield sign_in(base)
+        if process.poll() is not None:
+            raise AssertionError(f"crm run ended early:\n{log.read_text(errors='replace')[-4000:]}")
+    finally:
+        stop_process_group(process)
+
+
+@pytest.fixture(scope="module")
+def openapi_document(system: System) -> dict:
+    """The gateway's merged public document, with every service present."""
+    answer = requests.get(f"{system.api}/openapi.json", timeout=TIMEOUT)
+    assert answer.status_code == 200
+    document = answer.json()
+    assert document.get("x-unavailable") == [], document.get("x-unavailable")
+    return document
