@@ -18,6 +18,9 @@ preload_app = False  # never share connections across forks
 accesslog = None  # the app logs each request as a JSON line with its request id
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "warning")
+# Which proxies' X-Forwarded-* to believe is the app's decision (CRM_TRUSTED_PROXIES); by
+# default gunicorn would believe X-Forwarded-Proto from anyone calling from 127.0.0.1.
+forwarded_allow_ips = ""
 
 
 def child_exit(_server, worker):

@@ -12,6 +12,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from flask import Flask
 
+from gateway.accounts import init_account_check
 from gateway.api import api
 from gateway.api_keys_api import api_key_principal, api_keys_api
 from gateway.auth_api import auth_api
@@ -75,6 +76,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     init_app(app, settings, db, dead_letters=False)  # the gateway consumes no events
     init_security_headers(app, settings)  # before protect: preflights carry no token
     protect(app, settings, public_prefixes=PUBLIC_PREFIXES, api_keys=api_key_principal)
+    init_account_check(app, db)  # right after protect: a token outlives account changes
     init_rate_limits(app, db, settings)  # after protect: the API counts per caller
     enforce_roles(app, PUBLIC_PREFIXES)  # after protect: it needs the caller
     app.register_blueprint(api)

@@ -18,6 +18,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import HTTPError as Urllib3Error
 from werkzeug.datastructures import Headers
 
+from gateway.accounts import PRINCIPAL_CHANGED
 from gateway.breaker import breaker_for, init_breakers
 from shared.auth import API_KEY_HEADER, issue_token
 from shared.web import REQUEST_ID_HEADER, ApiError, current_settings
@@ -121,8 +122,9 @@ def upstream_headers() -> dict[str, str]:
     headers.setdefault("X-Forwarded-Proto", request.scheme)
     headers.setdefault("X-Forwarded-Host", request.host)
     principal = g.get("principal")
-    if principal is not None and principal.kind == "api_key":
-        # The services verify tokens only; this one names the key and carries its role.
+    if principal is not None and (principal.kind == "api_key" or g.get(PRINCIPAL_CHANGED)):
+        # The services verify tokens only; this one names the key (or the user whose role
+        # changed since their token was issued) and carries the current role.
         token = issue_token(current_settings(), principal, FORWARDED_TOKEN_TTL_SECONDS)
         headers["Authorization"] = f"Bearer {token}"
     return headers

@@ -33,11 +33,18 @@ def owner_of_scope(principal: Principal | None) -> str | None:
 
 
 def _owners_named(body: Any) -> list[Any]:
-    """The `owner_id` values a JSON write names (one record, or a batch's inputs)."""
-    if not isinstance(body, dict):
-        return []
-    items = body.get("inputs") if isinstance(body.get("inputs"), list) else [body]
-    return [item["owner_id"] for item in items if isinstance(item, dict) and "owner_id" in item]
+    """The `owner_id` values a JSON write names anywhere: one record, a batch's inputs, or a
+    record described inside another (a lead conversion's `deal`)."""
+    found, pending = [], [body]
+    while pending:  # a loop, not recursion: the body's depth is the client's choice
+        value = pending.pop()
+        if isinstance(value, dict):
+            if "owner_id" in value:
+                found.append(value["owner_id"])
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return found
 
 
 def scope_to_owner(

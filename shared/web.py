@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
-from marshmallow import Schema, ValidationError
+from marshmallow import Schema, ValidationError, fields
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from sqlalchemy.exc import DataError, IntegrityError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# A `\ud800`..`\udfff` escape: half of a surrogate pair, alone not valid Unicode.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ApiError(Exception):
@@ -111,7 +114,20 @@ def json_body() -> Any:
         raise ApiError(400, "Bad Request", "The JSON is nested too deeply") from None
     if data is None:
         raise ApiError(400, "Bad Request", "The request body is not valid JSON")
+    if _SURROGATE_ESCAPE.search(request.get_data(cache=True)) and _holds_surrogate(data):
+        # A pair makes one character; one alone cannot be stored or encoded (a 500 later).
+        raise ApiError(400, "Bad Request", "The JSON holds a lone surrogate (\\ud800-\\udfff)")
     return data
+
+
+def _holds_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return _SURROGATE.search(value) is not None
+    if isinstance(value, dict):
+        return any(_holds_surrogate(key) or _holds_surrogate(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_surrogate(item) for item in value)
+    return False
 
 
 def form_fields() -> dict[str, Any]:
@@ -131,7 +147,22 @@ def load_body(schema: Schema, *, partial: bool = False) -> Any:
     data = json_body()
     if not isinstance(data, dict):
         raise ApiError(400, "Bad Request", "The request body must be a JSON object")
+    refuse_non_booleans(schema, data)
     return load_or_422(schema, data, partial=partial)
+
+
+def refuse_non_booleans(schema: Schema, data: dict[str, Any]) -> None:
+    """JSON true or false for a boolean field (422): marshmallow alone takes 0, 1, "yes"."""
+    bad = {
+        key: ["Not a valid boolean."]
+        for name, field in schema.fields.items()
+        if isinstance(field, fields.Boolean)
+        and (key := field.data_key or name) in data
+        and not isinstance(data[key], bool)
+        and not (data[key] is None and field.allow_none)
+    }
+    if bad:
+        raise invalid(bad)
 
 
 def load_or_422(schema: Schema, data: Any, *, partial: bool = False) -> Any:
@@ -367,6 +398,9 @@ def init_app(
     if db is not None:
         app.extensions["crm.db"] = db
     app.url_map.strict_slashes = False
+    # No redirect to a path with `//` merged: behind the gateway its Location would name
+    # this process's own address, and `/t/c//evil.example` must not answer with a redirect.
+    app.url_map.merge_slashes = False
     app.before_request(_start_request)
     app.after_request(_finish_request)
     app.teardown_request(_teardown_request)

@@ -18,6 +18,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.serving import make_server
 
+from gateway.tests.conftest import ensure_account
 from shared.auth import Principal, issue_token
 
 Reply = tuple[int, Any]
@@ -107,6 +108,7 @@ class ServiceUrls(dict):
 
 def token_for(app: Flask, role: str = "viewer") -> dict[str, str]:
     principal = Principal(f"{role}-id", role, f"{role}@example.com")
+    ensure_account(app, principal.subject, role)
     return {"Authorization": f"Bearer {issue_token(app.extensions['crm.settings'], principal)}"}
 
 

@@ -16,7 +16,7 @@ from werkzeug.serving import make_server
 
 from gateway.app import create_app
 from gateway.proxy import ROUTES
-from gateway.tests.conftest import bearer, close_app, gateway_config
+from gateway.tests.conftest import bearer, close_app, ensure_account, gateway_config
 from shared.auth import Principal, issue_token
 
 EXPORT_CHUNK = b"id,first_name,last_name,email\n" + b"x" * (64 * 1024 - 30)
@@ -114,6 +114,7 @@ def client(gateway: Flask):
 
 def token_for(app: Flask, role: str) -> dict[str, str]:
     principal = Principal(f"{role}-id", role, f"{role}@example.com")
+    ensure_account(app, principal.subject, role)
     return bearer(issue_token(app.extensions["crm.settings"], principal))
 
 

@@ -12,7 +12,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.serving import make_server
 
 from gateway.app import create_app
-from gateway.tests.conftest import close_app, gateway_config
+from gateway.tests.conftest import close_app, ensure_account, gateway_config
 from gateway.tests.fake_services import closed_port
 from gateway.tests.gunicorn_gateway import gunicorn_gateway
 from shared.auth import Principal, issue_token
@@ -44,6 +44,7 @@ def make_app(tmp_path) -> Iterator[Callable[..., Flask]]:
 
 
 def auth(app: Flask, role: str = "admin") -> dict[str, str]:
+    ensure_account(app, f"{role}-1", role)
     token = issue_token(app.extensions["crm.settings"], Principal(f"{role}-1", role))
     return {"Authorization": f"Bearer {token}"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, g, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -21,6 +21,7 @@ from services.contacts.schemas import ContactInSchema, MergeSchema, contact_view
 from shared.auth import current_principal
 from shared.batch import read_batch, run_batch
 from shared.idempotency import idempotent
+from shared.owner_scope import owner_of_scope
 from shared.pagination import list_params, page_answer, paginate, parse_sort
 from shared.schemas import BatchInputsSchema, BatchReadSchema, SearchSchema
 from shared.search import search_condition
@@ -168,4 +169,4 @@ def merge_contact(contact_id: Any) -> Any:
 def export_subject(contact_id: Any) -> Any:
     with current_db().session() as session:
         contact = domain.get_contact(session, str(contact_id))
-        return privacy.subject_export(session, contact)
+        return privacy.subject_export(session, contact, owner_of_scope(g.get("principal")))

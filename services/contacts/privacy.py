@@ -19,10 +19,9 @@ from services.contacts.models import (
 from services.contacts.schemas import (
     company_view,
     contact_view,
-    interaction_view,
     note_view,
 )
-from services.contacts.timeline import mark_activity
+from services.contacts.timeline import entry_view, mark_activity
 from shared.events import utcnow
 from shared.idempotency import forget_resource
 from shared.outbox import record_event, redact_aggregate
@@ -71,8 +70,11 @@ def resolve_merged(session: Session, contact_id: str) -> str:
     return merge.contact_id if merge else str(contact_id)
 
 
-def subject_export(session: Session, contact: Contact) -> dict[str, Any]:
-    """Everything this service holds about one person."""
+def subject_export(
+    session: Session, contact: Contact, scoped_owner: str | None = None
+) -> dict[str, Any]:
+    """Everything this service holds about one person (as `timeline.entry_view` shows a
+    caller limited to `scoped_owner`'s records the timeline entries of other reps' ones)."""
     company = session.get(Company, contact.company_id) if contact.company_id else None
     notes = session.scalars(
         select(Note).where(Note.contact_id == contact.id).order_by(Note.created_at)
@@ -91,7 +93,7 @@ def subject_export(session: Session, contact: Contact) -> dict[str, Any]:
         "contact": contact_view(contact),
         "company": company_view(company) if company else None,
         "notes": [note_view(note) for note in notes],
-        "interactions": [interaction_view(entry) for entry in entries],
+        "interactions": [entry_view(entry, scoped_owner) for entry in entries],
         "merged_ids": list(merged),
     }
 

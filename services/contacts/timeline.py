@@ -130,6 +130,7 @@ def entry_from_event(session: Session, contact: Contact, event: Envelope) -> Int
 
 _KEPT_EVENT_FIELDS = frozenset(
     {
+        "owner_id",  # whose lead, deal or task: another sales rep's is shown redacted
         "deal_id",
         "lead_id",
         "ticket_id",
@@ -146,6 +147,19 @@ _KEPT_EVENT_FIELDS = frozenset(
         "lost_reason",
     }
 )
+
+
+def entry_view(entry: Interaction, scoped_owner: str | None) -> dict[str, Any]:
+    """An entry as the caller sees it: a sales rep limited to their own records
+    (shared.owner_scope) sees another's lead, deal or task named by its kind alone."""
+    view = interaction_view(entry)
+    if scoped_owner is None or entry.source != "sales":
+        return view
+    if (entry.data or {}).get("owner_id") == scoped_owner:
+        return view
+    view["subject"] = TIMELINE_EVENTS.get(entry.event_type or "", entry.event_type)
+    view["data"] = {}
+    return view
 
 
 def apply_deal_won(contact: Contact, event: Envelope) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, g, request
 from sqlalchemy import select
 
 from services.contacts import domain, timeline
@@ -17,6 +17,7 @@ from services.contacts.schemas import (
 )
 from shared.auth import current_principal
 from shared.idempotency import idempotent
+from shared.owner_scope import owner_of_scope
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.web import created, current_db, invalid, load_body, no_content
 
@@ -92,7 +93,8 @@ def list_interactions(contact_id: Any) -> Any:
         rows, next_cursor = paginate(
             session, statement, sort, Interaction.id, limit=limit, cursor=cursor
         )
-        return page_answer([interaction_view(i) for i in rows], next_cursor)
+        scoped_owner = owner_of_scope(g.get("principal"))
+        return page_answer([timeline.entry_view(i, scoped_owner) for i in rows], next_cursor)
 
 
 @timeline_api.post("/interactions")

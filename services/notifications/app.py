@@ -6,11 +6,12 @@ from typing import Any
 
 from flask import Flask
 
-from services.notifications.models import Base
+from services.notifications.models import Base, Reminder
 from shared.auth import protect
 from shared.config import Settings, service_settings
 from shared.db import Database
 from shared.openapi import init_openapi
+from shared.owner_scope import scope_to_owner
 from shared.web import init_app
 
 SERVICE = "notifications"
@@ -40,6 +41,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     init_app(app, settings, db)
     protect(app, settings)
     init_openapi(app)  # GET /openapi.json, merged by the gateway
+    # A task's reminder is the task's owner's, like the task (sales works only its own).
+    scope_to_owner(app, db, (Reminder,), ("/api/v1/reminders",))
     for blueprint in (templates_api, messages_api, reminders_api, webhooks_api, tracking_api):
         app.register_blueprint(blueprint)
     return app

@@ -1,7 +1,9 @@
 """The reminders HTTP API: list and read task reminders; DELETE cancels one.
 
 Reminders are made from the sales service's task events, never through this API.
-Everyone may read them; sales reps, admins and the reminder's owner may cancel one.
+Everyone may read them; sales reps, admins and the reminder's owner may cancel one. A
+sales rep without team visibility sees and cancels only their own, as with their tasks
+(shared.owner_scope: someone else's answers 404).
 """
 
 from __future__ import annotations

@@ -52,11 +52,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from services.notifications import webhooks
 from services.notifications.models import Webhook, WebhookDelivery
 from shared.config import Settings
 from shared.db import Database, take_write_lock
@@ -142,11 +145,19 @@ def _failure(response: requests.Response) -> str:
     return f"HTTP {response.status_code} {response.reason or ''}".strip()
 
 
-def post_delivery(claim: Claim, timeout: float) -> Outcome:
-    """POST one attempt; never raises (a failure is an outcome to record)."""
+def post_delivery(claim: Claim, timeout: float, allowed: tuple[Any, ...] = ()) -> Outcome:
+    """POST one attempt; never raises (a failure is an outcome to record).
+
+    `allowed`: the private networks webhooks may reach (CRM_WEBHOOK_ALLOWED_NETWORKS).
+    """
     body = claim.payload.encode()
     headers = signed_headers(claim, body, int(time.time()))
     try:
+        # Names are looked up again each time: one may have been pointed inside since.
+        host = urlsplit(claim.url).hostname or ""
+        refused = webhooks.host_problem(host, resolve=True, allowed=allowed)
+        if refused is not None:
+            return Outcome(None, f"not sent: {refused}")
         # stream=True: the status is all we need; a huge answer is never read.
         with requests.post(
             claim.url,
@@ -286,12 +297,12 @@ def record_outcome(session: Session, claim: Claim, outcome: Outcome, now: dateti
         delivery.next_attempt_at = now + BACKOFF[delivery.attempts - 1]
 
 
-def send_all(claims: list[Claim], timeout: float) -> list[Outcome]:
+def send_all(claims: list[Claim], timeout: float, allowed: tuple[Any, ...] = ()) -> list[Outcome]:
     """POST the claimed attempts, a few in parallel; outcomes in the same order."""
     if not claims:
         return []
     with ThreadPoolExecutor(max_workers=min(SEND_THREADS, len(claims))) as pool:
-        return list(pool.map(lambda claim: post_delivery(claim, timeout), claims))
+        return list(pool.map(lambda claim: post_delivery(claim, timeout, allowed), claims))
 
 
 def deliver_due(
@@ -301,10 +312,11 @@ def deliver_due(
     moment = (now.replace(tzinfo=now.tzinfo or UTC).astimezone(UTC)) if now else utcnow()
     deadline = time.monotonic() + TIME_BUDGET_SECONDS
     attempted = 0
+    allowed = webhooks.allowed_networks(settings.extra.get("webhook_allowed_networks", ()))
     while True:
         with db.session() as session:
             claims = claim_due(session, moment, batch)
-        outcomes = send_all(claims, settings.http_timeout_seconds)
+        outcomes = send_all(claims, settings.http_timeout_seconds, allowed)
         if claims:
             with db.session() as session:
                 for claim, outcome in zip(claims, outcomes, strict=True):

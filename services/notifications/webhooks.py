@@ -13,6 +13,13 @@ for development and tests: payloads carry personal data, and the signature prote
 integrity, not their confidentiality. Credentials in the URL are refused (they would show
 in every listing and log line); the receiver authenticates us by the signature.
 
+No request forgery into the network the CRM runs in: a host must be a public address or
+loopback. An address written in the URL (in any spelling: `169.254.169.254`, `2852039166`,
+`[::ffff:a9fe:a9fe]`) that is private, link-local (cloud metadata), unspecified, multicast
+or reserved is refused here, and a name is resolved again before each delivery
+(`webhook_delivery`), so a name pointing inside is not fetched either. An operator whose
+receivers live on a private network opens it with CRM_WEBHOOK_ALLOWED_NETWORKS.
+
 A disabled webhook (by hand, or automatically after repeated failures) gets no new
 deliveries; its pending ones wait and go out once it is enabled again.
 """
@@ -23,6 +30,7 @@ import ipaddress
 import logging
 import re
 import secrets
+import socket
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
@@ -81,7 +89,66 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def url_problem(url: str) -> str | None:
+def _address_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host is written as, in any spelling the resolver accepts; None: a name."""
+    try:
+        infos = socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
+    except (OSError, UnicodeError, ValueError):
+        return None
+    return ipaddress.ip_address(str(infos[0][4][0]).split("%", 1)[0])
+
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def allowed_networks(
+    cidrs: Iterable[str],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """CRM_WEBHOOK_ALLOWED_NETWORKS as networks; an entry that is no network is left out."""
+    networks = []
+    for cidr in cidrs:
+        try:
+            networks.append(ipaddress.ip_network(cidr.strip(), strict=False))
+        except ValueError:
+            log.warning("CRM_WEBHOOK_ALLOWED_NETWORKS: %r is not a network; left out", cidr)
+    return tuple(networks)
+
+
+def is_reachable_address(address: Address, allowed: Iterable[Any] = ()) -> bool:
+    """A public address, loopback (development) or one of the allowed private networks."""
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        address = mapped
+    if address.is_loopback or any(address in network for network in allowed):
+        return True
+    return address.is_global and not (address.is_multicast or address.is_reserved)
+
+
+def host_problem(host: str, *, resolve: bool = False, allowed: Iterable[Any] = ()) -> str | None:
+    """Why a host must not be sent to (an internal address), or None.
+
+    `resolve`: also look a name up (at delivery time) and check every address it has.
+    `allowed`: private networks the operator opened to webhooks.
+    """
+    literal = _address_of(host)
+    if literal is not None:
+        addresses = [literal]
+    elif resolve:
+        try:
+            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        except (OSError, UnicodeError, ValueError):
+            return None  # unknown names fail on their own when the request is made
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
+    else:
+        return None
+    allowed = tuple(allowed)
+    internal = sorted({str(a) for a in addresses if not is_reachable_address(a, allowed)})
+    if internal:
+        return f"The host {host} is an internal address ({', '.join(internal)})."
+    return None
+
+
+def url_problem(url: str, allowed: Iterable[Any] = ()) -> str | None:
     """Why a webhook URL is refused, or None when it is acceptable."""
     if any(character.isspace() or ord(character) < 32 for character in url):
         return "The URL cannot contain spaces or control characters."
@@ -96,7 +163,7 @@ def url_problem(url: str) -> str | None:
         return "Credentials cannot be part of the URL; receivers check the signature instead."
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         return "Use https (plain http is only allowed to localhost)."
-    return None
+    return host_problem(parts.hostname, allowed=allowed)
 
 
 def new_secret() -> str:

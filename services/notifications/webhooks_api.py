@@ -24,6 +24,7 @@ from shared.web import (
     check_version,
     created_with_etag,
     current_db,
+    current_settings,
     expected_version,
     invalid,
     load_body,
@@ -62,7 +63,8 @@ class WebhookInSchema(StrictSchema):
     @validates("url")
     def valid_url(self, value: str, **_: Any) -> None:
         """https, or http to localhost; a host; no credentials."""
-        problem = webhooks.url_problem(value)
+        networks = current_settings().extra.get("webhook_allowed_networks", ())
+        problem = webhooks.url_problem(value, webhooks.allowed_networks(networks))
         if problem:
             raise ValidationError(problem)
 

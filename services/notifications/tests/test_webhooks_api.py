@@ -90,6 +90,31 @@ def test_webhook_urls_are_https_or_loopback_http(url, accepted):
     assert (webhooks.url_problem(url) is None) is accepted
 
 
+def test_a_private_network_is_refused_until_the_operator_opens_it(app, client):
+    inside = {**HOOK, "url": "https://10.20.0.5/hook"}
+    refused = client.post("/api/v1/webhooks", json=inside)
+    assert (
+        refused.status_code == 422 and "internal address" in refused.get_json()["errors"]["url"][0]
+    )
+
+    settings = app.extensions["crm.settings"]
+    opened = {**settings.extra, "webhook_allowed_networks": ("10.20.0.0/16", "not-a-network")}
+    app.extensions["crm.settings"] = settings.with_overrides(extra=opened)
+
+    assert client.post("/api/v1/webhooks", json=inside).status_code == 201
+    elsewhere = {**HOOK, "url": "https://10.30.0.5/hook"}
+    assert client.post("/api/v1/webhooks", json=elsewhere).status_code == 422
+    metadata = {**HOOK, "url": "https://169.254.169.254/latest"}
+    assert client.post("/api/v1/webhooks", json=metadata).status_code == 422
+
+
+def test_a_delivery_checks_the_opened_networks_again_when_it_is_sent():
+    opened = webhooks.allowed_networks(["10.20.0.0/16"])
+    assert webhooks.host_problem("10.20.0.5", resolve=True, allowed=opened) is None
+    assert webhooks.host_problem("10.20.0.5", resolve=True) is not None
+    assert webhooks.host_problem("192.168.1.1", resolve=True, allowed=opened) is not None
+
+
 # --- create and read -----------------------------------------------------------------------
 
 
