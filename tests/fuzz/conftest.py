@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 _runs = itertools.count()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def service_databases(postgres_run_url: str) -> Iterator[dict[str, str]]:
     """A PostgreSQL schema per service in the run's database, dropped afterwards."""
     from shared.cli import SERVICES
@@ -58,7 +58,7 @@ def service_databases(postgres_run_url: str) -> Iterator[dict[str, str]]:
     engine.dispose()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def broker_prefix(amqp_url: str) -> Iterator[str]:
     """Exchange and queue names of this module's own on the shared broker."""
     from conftest import RUN_ID, delete_broker_names, remember_queue
@@ -80,7 +80,7 @@ def broker_prefix(amqp_url: str) -> Iterator[str]:
             time.sleep(2)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def system(
     tmp_path_factory, amqp_url: str, broker_prefix: str, service_databases: dict[str, str]
 ) -> Iterator[System]:
@@ -112,7 +112,7 @@ def system(
         stop_process_group(process)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def openapi_document(system: System) -> dict:
     """The gateway's merged public document, with every service present."""
     answer = requests.get(f"{system.api}/openapi.json", timeout=TIMEOUT)
