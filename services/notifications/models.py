@@ -52,7 +52,10 @@ class Message(Base):
     event): a second request with the same id is the same message, never a second email.
     `sending_started_at` is written and committed before the SMTP conversation, so a
     crash between the server's acceptance and the log update is found after a restart
-    and reconciled instead of resent.
+    and reconciled instead of resent. Each conversation has its own marks, committed as
+    it goes: `smtp_started_at` before it may begin (cleared if the server refuses the
+    message), `submitted_at` once the server accepted it. So after a crash a `sending`
+    message is known to be sent, never begun, or (the one in the conversation) in doubt.
     """
 
     __tablename__ = "messages"
@@ -78,6 +81,8 @@ class Message(Base):
     last_error: Mapped[str | None] = mapped_column(String(2000))
     next_attempt_at: Mapped[datetime | None] = mapped_column()
     sending_started_at: Mapped[datetime | None] = mapped_column()
+    smtp_started_at: Mapped[datetime | None] = mapped_column()
+    submitted_at: Mapped[datetime | None] = mapped_column()
     smtp_message_id: Mapped[str | None] = mapped_column(String(300), unique=True)
     sent_at: Mapped[datetime | None] = mapped_column()
     failed_at: Mapped[datetime | None] = mapped_column()

@@ -6,8 +6,14 @@
 - 5xx: `failed` (`email.failed`, reason `rejected`), or `bounced` (`email.bounced`,
   `hard: true`) for an unknown mailbox, whose address is suppressed for marketing mail;
 - no answer after the data went out: `failed` (`email.failed`, `uncertain: true`), never
-  resent. So is a message found still `sending` past SENDING_LEASE (`reconcile_interrupted`):
-  its sender died between the server's answer and writing it down.
+  resent.
+
+Those are written a group at a time; each conversation's own marks (`SubmissionMarks`) are
+committed as it goes, so a message found still `sending` past SENDING_LEASE
+(`reconcile_interrupted`: its sender died) is settled by them: accepted by the server, it is
+`sent` (`email.sent`); never begun or refused, it is queued again; begun and not answered
+(at most one per dead sender: the one in its SMTP conversation), it may have arrived, so it
+is `failed` (`uncertain: true`) and never resent.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import case, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from services.notifications.mailer import (
@@ -26,6 +33,7 @@ from services.notifications.mailer import (
     TransientSmtpError,
     UncertainSmtpError,
 )
+from services.notifications.mime import message_id_header
 from services.notifications.models import Message
 from services.notifications.sending import (
     EVENT_COLUMNS,
@@ -164,7 +172,8 @@ def _mark_bounced(
 
 
 def reconcile_interrupted(db: Database, now: datetime, limit: int = 500) -> int:
-    """Fail (never resend) messages whose attempt began over SENDING_LEASE ago; how many."""
+    """Settle messages whose attempt began over SENDING_LEASE ago by their marks: sent,
+    queued again (never begun) or failed in doubt (never resent); how many."""
     reconciled = 0
     stale_since = now - SENDING_LEASE
     while True:
@@ -180,10 +189,141 @@ def reconcile_interrupted(db: Database, now: datetime, limit: int = 500) -> int:
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             ).all()
+            accepted = {
+                m.id: message_id_header(m.id, m.from_address)
+                for m in stale
+                if m.submitted_at is not None
+            }
             for message in stale:
-                message.version += 1
-                message.updated_at = now
-                _mark_failed(session, message, INTERRUPTED, now, reason="interrupted")
+                if message.id not in accepted:
+                    _settle_unsubmitted(session, message, now)
+            if accepted:
+                _mark_sent(session, accepted, now)
+        log.warning(
+            "reconciled %d interrupted message(s): %d accepted by the server, %d queued again",
+            len(stale),
+            len(accepted),
+            sum(1 for message in stale if message.status == "queued"),
+        )
         reconciled += len(stale)
         if len(stale) < limit:
             return reconciled
+
+
+def _settle_unsubmitted(session: Session, message: Message, now: datetime) -> None:
+    """A dead sender's message the server never accepted: queued again if its conversation
+    never began (or was refused), else in doubt: it may have arrived."""
+    message.version += 1
+    message.updated_at = now
+    if message.smtp_started_at is not None:
+        _mark_failed(session, message, INTERRUPTED, now, reason="interrupted")
+        return
+    message.status = "queued"
+    message.sending_started_at = None
+    message.next_attempt_at = None
+    message.attempts -= 1  # no attempt reached the server (or its refusal was not kept)
+
+
+class SubmissionMarks:
+    """Each SMTP conversation's marks, one tiny committed UPDATE on a connection of their own
+    (raw DBAPI: this runs once per email, between two conversations).
+
+    `write()` marks the next message's conversation as begun and, in the same statement,
+    writes the verdict of the one before: accepted (`submitted_at`) or
+    refused (its begun mark cleared: the server does not have it). A process killed outright
+    therefore leaves at most one message begun and unsettled: the one in the conversation.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._connection: Any = None
+        self.versions: dict[str, int] = {}
+        self._isolation: str | None = ""  # pysqlite's, given back with the connection
+        dialect: Dialect = db.engine.dialect
+        moment_type = Message.__table__.c.submitted_at.type.dialect_impl(dialect)
+        self._moment = moment_type.bind_processor(dialect)  # as the ORM would store it
+        self._sql = _MARK_SQL.format(p="%s" if db.is_postgres else "?")
+
+    def track(self, versions: dict[str, int]) -> None:
+        """The messages of the group being sent, each with the version its attempt gave it."""
+        self.versions = versions
+
+    def write(self, message_id: str | None, before: Outcome | None, now: datetime) -> bool:
+        """Mark `message_id`'s conversation begun and write `before`'s verdict, each only if
+        still at its attempt's version; False when `message_id` is no longer this attempt's
+        (reconciled, maybe taken by another sender: do not send it)."""
+        accepted = before if before is not None and before.error is None else None
+        refused = before if before is not None and _refused(before.error) else None
+        before_id = before and before.message_id
+        moment = self._moment(now) if self._moment else now
+        parameters = (
+            *(message_id, moment, refused and refused.message_id),
+            *(accepted and accepted.message_id, moment),
+            *(message_id, before_id, message_id),
+            *(self.versions.get(message_id or ""), self.versions.get(before_id or "")),
+        )
+        connection = self._open()
+        cursor = connection.cursor()
+        try:
+            cursor.execute(self._sql, parameters)
+            marked = [row[0] for row in cursor.fetchall()]
+        finally:
+            cursor.close()
+        return message_id in marked
+
+    def _open(self) -> Any:
+        if self._connection is None:
+            connection = self.db.engine.raw_connection()
+            driver = connection.driver_connection
+            if self.db.is_postgres:
+                # Marks guard against a killed sender process, not a crashed database: a
+                # commit is kept by the server whatever becomes of its client, so no WAL
+                # flush (an fsync per email) is awaited. A server crash may lose the last
+                # fraction of a second of marks; a begun mark lost so could have its email
+                # queued again. (On SQLite, WAL with synchronous=NORMAL: the same trade.)
+                with connection.cursor() as cursor:
+                    cursor.execute("SET synchronous_commit = off")
+                connection.commit()
+                driver.autocommit = True  # one round trip a mark: the UPDATE commits itself
+            else:
+                self._isolation = driver.isolation_level
+                driver.isolation_level = None  # autocommit: the UPDATE is its own transaction
+            self._connection = connection
+        return self._connection
+
+    def close(self) -> None:
+        """Give the connection back to the pool as it was (or drop it if it broke)."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        driver = connection.driver_connection
+        try:
+            if self.db.is_postgres:
+                with connection.cursor() as cursor:
+                    cursor.execute("RESET synchronous_commit")
+                driver.autocommit = False
+            else:
+                driver.isolation_level = self._isolation
+        except Exception:  # broken: the pool must not hand it out again
+            log.warning("dropping the submission marks' connection", exc_info=True)
+            connection.invalidate()
+        connection.close()
+
+
+def _refused(error: SmtpError | None) -> bool:
+    """Whether the server certainly does not have the message (it may be tried again)."""
+    return error is not None and not isinstance(error, UncertainSmtpError)
+
+
+# Placeholders: begun id, now, refused id; accepted id, now; begun id, the one before's id,
+# begun id, begun's version, the one before's version. Rows are found by primary key; a
+# version still the attempt's means still `sending` by it. No indexed column changes (the
+# Message-ID is derived from the id), so PostgreSQL updates the row in place (HOT).
+_MARK_SQL = (
+    "UPDATE messages SET"
+    " smtp_started_at = CASE WHEN id = {p} THEN {p} WHEN id = {p} THEN NULL"
+    " ELSE smtp_started_at END,"
+    " submitted_at = CASE WHEN id = {p} THEN {p} ELSE submitted_at END"
+    " WHERE id IN ({p}, {p}) AND version = CASE WHEN id = {p} THEN {p} ELSE {p} END"
+    " RETURNING id"
+)

@@ -1,25 +1,32 @@
 """The worker's sender: delivers queued messages over SMTP, each at most once.
 
 One pass of `send_due`:
-1. Reconcile: a message still `sending` long after its attempt began (SENDING_LEASE) belongs to
-   a sender that died between the SMTP conversation and writing its outcome. It may have
-   arrived, so it is never sent again: it becomes `failed` with `email.failed`
-   (`uncertain: true`).
+1. Reconcile: a message still `sending` long after its attempt began (SENDING_LEASE) belongs
+   to a sender that died. Its marks (below) settle it: accepted by the server, it is `sent`
+   (`email.sent`); never begun (or refused), it is queued again; begun and unanswered, it may
+   have arrived, so it is `failed` with `email.failed` (`uncertain: true`), never resent.
 2. Claim a batch: due queued messages are locked with `SELECT ... FOR UPDATE SKIP LOCKED`
    (on SQLite: the write lock, taken first) and their `next_attempt_at` moved to the claim's
    end, committed. Other senders (worker replicas) skip them until then.
 3. Send the batch SEND_GROUP messages at a time. One transaction marks a group `sending`
    (`sending_started_at`, attempts + 1), only the messages still queued under this claim,
-   together with the outcomes of the group before, and COMMITS before any of it goes out.
+   together with the outcomes of the group before, and commits before any of it goes out.
    Each message is built (tracking, MIME) in the gaps of the one before's SMTP conversation,
    while the server answers its commands: one connection, one message at a time.
-4. The outcomes are written with the next group's transaction (services/notifications/
+4. Before each conversation a tiny UPDATE, committed at once (outcomes.SubmissionMarks),
+   marks it begun, with the verdict of the conversation before: accepted (`submitted_at`)
+   or refused (not begun after all); the group's last verdict gets one of its own. The
+   server's answer to the end of DATA is the commit point: only the message between it and
+   its mark can be in doubt.
+5. The full outcomes are written with the next group's transaction (services/notifications/
    outcomes.py): sent, retried after a backoff, failed or bounced, each with its event.
    HTML gets its tracking links and open pixel as it goes out.
 When a pass ends early (an error, a stop), the messages it marked but never submitted go
 back to the queue and its claimed ones are released; only a message the server may have
-taken stays `sending`, for reconciliation. A process killed outright leaves at most its
-current group in doubt; its claimed messages are taken again when the claim ends.
+taken stays `sending`, for reconciliation. A process killed outright (SIGKILL) leaves at
+most ONE message in doubt, the one in its SMTP conversation; the rest of its group is known
+by the marks (sent, or queued again) and its claim is taken again when it ends. No email
+reaches the server twice.
 """
 
 from __future__ import annotations
@@ -44,7 +51,12 @@ from services.notifications.mailer import (
 )
 from services.notifications.mime import Outgoing
 from services.notifications.models import Message
-from services.notifications.outcomes import Outcome, reconcile_interrupted, record_outcomes
+from services.notifications.outcomes import (
+    Outcome,
+    SubmissionMarks,
+    reconcile_interrupted,
+    record_outcomes,
+)
 from services.notifications.tracking import instrument_html
 from shared.config import Settings
 from shared.db import Database, take_write_lock
@@ -54,7 +66,7 @@ from shared.worker import Timer
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 50
-# Messages marked `sending` per transaction: the most a process killed outright leaves in doubt.
+# Messages marked `sending` per transaction, whose outcomes and events are written together.
 SEND_GROUP = 20
 # How long a claimed message is reserved for its sender before another may take it.
 CLAIM_LEASE = timedelta(minutes=5)
@@ -177,8 +189,11 @@ def claim_due(db: Database, now: datetime, limit: int) -> Claim:
     return Claim([message_id for message_id in ids if message_id in claimed], until)
 
 
-def start_group(session: Session, ids: list[str], claim: Claim, now: datetime) -> list[Outgoing]:
-    """Mark claimed messages `sending` (attempts + 1); those no longer ours are left out."""
+def start_group(
+    session: Session, ids: list[str], claim: Claim, now: datetime
+) -> list[tuple[Outgoing, int]]:
+    """Mark claimed messages `sending` (attempts + 1, no submission marks yet): each with its
+    new version, in claim order; those no longer ours are left out."""
     rows = session.execute(
         update(Message)
         .where(
@@ -189,17 +204,19 @@ def start_group(session: Session, ids: list[str], claim: Claim, now: datetime) -
         .values(
             status="sending",
             sending_started_at=now,
+            smtp_started_at=None,
+            submitted_at=None,
             next_attempt_at=None,
             attempts=Message.attempts + 1,
             version=Message.version + 1,
             updated_at=now,
         )
-        .returning(*OUTGOING_COLUMNS)
+        .returning(*OUTGOING_COLUMNS, Message.version)
         .execution_options(synchronize_session=False)
     ).all()
     order = {message_id: index for index, message_id in enumerate(ids)}
-    started = [Outgoing(*row[:6], headers=dict(row[6] or {})) for row in rows]
-    return sorted(started, key=lambda outgoing: order[outgoing.id])
+    started = [(Outgoing(*row[:6], headers=dict(row[6] or {})), row[7]) for row in rows]
+    return sorted(started, key=lambda pair: order[pair[0].id])
 
 
 def give_back(session: Session, claim: Claim, unclaimed: list[str], unsent: list[str]) -> None:
@@ -240,21 +257,26 @@ def deliver_claimed(
     """Attempt the claimed messages, SEND_GROUP at a time; how many were attempted."""
     if not claim.ids:
         return 0
+    marks = SubmissionMarks(db)
     with (
-        db.engine.connect() as connection,  # one connection for the pass (SQLite's NullPool)
+        db.engine.connect() as connection,  # one connection for the pass
         Session(bind=connection, info={"db": db}, expire_on_commit=False) as session,
     ):
-        delivery = _Delivery(session, settings, mailers, claim, clock)
+        delivery = _Delivery(session, settings, mailers, claim, clock, marks)
         try:
             delivery.run(deadline)
         finally:
-            delivery.finish()
+            try:
+                delivery.finish()
+            finally:
+                marks.close()
     return delivery.attempted
 
 
 class _Delivery:
-    """One pass over a claim: each group is marked `sending` and committed, then sent; every
-    message is built in the gaps of the one before's SMTP conversation."""
+    """One pass over a claim: each group is marked `sending` and committed, then sent, each
+    conversation marked begun first; every message is built in the gaps of the one before's
+    SMTP conversation."""
 
     def __init__(
         self,
@@ -263,38 +285,56 @@ class _Delivery:
         mailers: _MailerHolder,
         claim: Claim,
         clock: Callable[[], datetime],
+        marks: SubmissionMarks,
     ) -> None:
         self.session, self.settings, self.mailers = session, settings, mailers
-        self.claim, self.clock = claim, clock
+        self.claim, self.clock, self.marks = claim, clock, marks
         self.remaining = list(claim.ids)  # claimed, not marked yet
         self.unsubmitted: list[str] = []  # marked `sending`, not handed to SMTP yet
         self.outcomes: list[Outcome] = []  # known, not written yet
+        self.unmarked: Outcome | None = None  # the last conversation's, not in its marks yet
         self.attempted = 0
 
     def run(self, deadline: float | None) -> None:
         while self.remaining and (deadline is None or time.monotonic() < deadline):
             group, self.remaining = self.remaining[:SEND_GROUP], self.remaining[SEND_GROUP:]
             started = self._start(group)
-            upcoming = self._build(started[0]) if started else None
-            for index, outgoing in enumerate(started):
+            upcoming = self._build(started[0][0]) if started else None
+            for index, (outgoing, _) in enumerate(started):
                 prepared = upcoming.finish() if upcoming else None
-                following = started[index + 1] if index + 1 < len(started) else None
+                following = started[index + 1][0] if index + 1 < len(started) else None
                 upcoming = self._build(following) if following else None
+                if prepared is not None and not self._begin(prepared):
+                    prepared = None
                 self.unsubmitted.remove(outgoing.id)
                 if prepared is not None:
                     steps = upcoming.steps if upcoming else None
-                    self.outcomes.append(_converse(self.mailers.get(), prepared, steps))
+                    self.unmarked = _converse(self.mailers.get(), prepared, steps)
+                    self.outcomes.append(self.unmarked)
+            if self.unmarked is not None:  # in doubt no longer than its conversation
+                self.marks.write(None, self.unmarked, self.clock())
+                self.unmarked = None
 
-    def _start(self, group: list[str]) -> list[Outgoing]:
+    def _start(self, group: list[str]) -> list[tuple[Outgoing, int]]:
         """One transaction: the outcomes known so far, and `group` marked `sending`."""
         take_write_lock(self.session)
         record_outcomes(self.session, self.outcomes, self.clock())
         started = start_group(self.session, group, self.claim, self.clock())
         self.session.commit()
         self.outcomes.clear()
-        self.unsubmitted = [outgoing.id for outgoing in started]
+        self.unsubmitted = [outgoing.id for outgoing, _ in started]
+        self.marks.track({outgoing.id: version for outgoing, version in started})
         self.attempted += len(started)
         return started
+
+    def _begin(self, prepared: Prepared) -> bool:
+        """Mark the conversation begun, with the last one's verdict; False if the message is
+        no longer this attempt's (reconciled and taken by another sender): not sent."""
+        begun = self.marks.write(prepared.message_id, self.unmarked, self.clock())
+        self.unmarked = None
+        if not begun:
+            log.warning("message %s is no longer this sender's: not sent", prepared.message_id)
+        return begun
 
     def _build(self, outgoing: Outgoing) -> _Building:
         return _Building(self.mailers.get(), self.settings, outgoing, self.outcomes)

@@ -3,9 +3,11 @@
 SIGKILL gives it no chance to finish. A consumer dies between a batch's commit and its ack,
 or with a batch half applied: the restarted one takes up everything left (nothing lost) and
 the inbox keeps every effect to one. A sender dies with a group of emails marked `sending`
-and more claimed: email is sent at most once, so that group is in doubt (it may have
-arrived) and is never sent again, while the rest of the claim goes out when the claim ends;
-no email ever reaches the SMTP server twice.
+and more claimed: each SMTP conversation's marks tell, once the group's lease ends, which
+of the group the server accepted (sent, announced once) and which never began (sent then);
+at most one, the email in conversation at the kill, is in doubt (it may have arrived) and
+is never sent again. The rest of the claim goes out when the claim ends; no email ever
+reaches the SMTP server twice.
 """
 
 from __future__ import annotations
@@ -143,12 +145,34 @@ def fast_forward_sender(system: System, seconds: float) -> None:
         db.dispose()
 
 
-def test_a_sender_killed_mid_batch_sends_no_email_twice_and_holds_back_only_its_own(
+def marks_of(system: System, domain: str) -> dict[str, tuple[bool, bool]]:
+    """{address: (its SMTP conversation marked begun, the server's acceptance marked)}."""
+    sql = (
+        "SELECT to_key, smtp_started_at IS NOT NULL, submitted_at IS NOT NULL FROM messages "
+        "WHERE to_key LIKE ?"
+    )
+    return {
+        to: (bool(begun), bool(taken))
+        for to, begun, taken in system.query("notifications", sql, f"%@{domain}")
+    }
+
+
+def announced_sent(system: System, domain: str) -> dict[str, int]:
+    """{address: how many `email.sent` events its message has in the outbox}."""
+    sql = (
+        "SELECT m.to_key, COUNT(*) FROM outbox o JOIN messages m ON m.id = o.aggregate_id "
+        "WHERE o.event_type = 'email.sent' AND m.to_key LIKE ? GROUP BY 1"
+    )
+    return dict(system.query("notifications", sql, f"%@{domain}"))
+
+
+def test_a_sender_killed_mid_batch_sends_no_email_twice_and_leaves_at_most_one_in_doubt(
     system: System,
 ) -> None:
-    """What the killed sender held stays held (no second copy): the group it had marked
-    `sending` (in doubt: it may have arrived) and the rest of its claim (released when the
-    claim ends). Everything else goes out once, at once, from the restarted worker."""
+    """What the killed sender held stays held until its leases end (no second copy): the
+    group it had marked `sending` and the rest of its claim. Then the group's marks settle
+    it: accepted ones sent, never begun ones sent now, at most one failed in doubt. Everything
+    else goes out once, at once, from the restarted worker."""
     domain = "killed-sender.example"
     stream = TicketStream(system, domain)
     system.kill("notifications-worker")  # the acknowledgements pile up, sent as one batch
@@ -160,7 +184,8 @@ def test_a_sender_killed_mid_batch_sends_no_email_twice_and_holds_back_only_its_
         return len(list(system.mail_dir.glob("*.eml")))
 
     system.start_process("notifications-worker")
-    emails_at_kill = kill_when(system, "notifications-worker", emails, 20, TICKETS)
+    # Mid-group (groups of 20): some of it accepted, one in conversation, some never begun.
+    emails_at_kill = kill_when(system, "notifications-worker", emails, 30, TICKETS)
     killed_at = utcnow()
     system.start_process("notifications-worker")
 
@@ -180,24 +205,31 @@ def test_a_sender_killed_mid_batch_sends_no_email_twice_and_holds_back_only_its_
         for status in ("sent", "sending", "queued")
     }
     assert sum(map(len, by_status.values())) == TICKETS, found
-    in_doubt, claimed = by_status["sending"], by_status["queued"]
-    assert len(in_doubt) <= SEND_GROUP and len(claimed) <= BATCH_SIZE
-    assert all(mailed.get(to) == 1 for to in by_status["sent"])
+    group, claimed = by_status["sending"], by_status["queued"]
+    assert len(group) <= SEND_GROUP and len(claimed) <= BATCH_SIZE
+    marks = marks_of(system, domain)
+    accepted = [to for to in group if marks[to][1]]
+    in_doubt = [to for to in group if marks[to] == (True, False)]
+    never_begun = [to for to in group if not marks[to][0]]
+    assert len(in_doubt) <= 1, f"{len(in_doubt)} emails in doubt: {in_doubt}"
+    assert all(mailed.get(to) == 1 for to in by_status["sent"] + accepted)
     assert all(mailed.get(to, 0) <= 1 for to in in_doubt)
-    assert not any(mailed.get(to) for to in claimed)
+    assert not any(mailed.get(to) for to in never_begun + claimed)
 
     fast_forward_sender(system, max(CLAIM_LEASE, SENDING_LEASE).total_seconds() + 1)
     after = messages_of(system, domain)
     mailed = count_effects(system, domain)["email at the SMTP server"]
     print(
-        f"sender killed after {emails_at_kill} emails: {len(in_doubt)} in doubt "
-        f"({sum(mailed.get(to, 0) for to in in_doubt)} had arrived, never resent), "
-        f"{len(claimed)} held by its claim and sent when it ended; duplicates "
+        f"sender killed after {emails_at_kill} emails: its group of {len(group)} settled by "
+        f"its marks ({len(accepted)} accepted, {len(never_begun)} never begun and sent now, "
+        f"{len(in_doubt)} in doubt, {sum(mailed.get(to, 0) for to in in_doubt)} of it had "
+        f"arrived), {len(claimed)} held by its claim and sent when it ended; duplicates "
         f"{sum(1 for count in mailed.values() if count > 1)}"
     )
     assert {to: status for to, (status, _) in after.items() if status != "sent"} == {
         to: "failed" for to in in_doubt
     }
-    assert all(mailed.get(to) == 1 for to in claimed)
+    assert all(mailed.get(to) == 1 for to in after if to not in in_doubt)
     assert max(mailed.values()) == 1
+    assert announced_sent(system, domain) == {to: 1 for to in after if to not in in_doubt}
     system.assert_running()
