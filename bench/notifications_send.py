@@ -6,8 +6,9 @@ The sink is a local aiosmtpd server in a process of its own that accepts and dis
 message. The baseline sends N ready-made MIME messages (built before the clock starts) with
 smtplib's `sendmail` over one connection. The service path starts from N messages queued in
 the database (`queue_message`, not timed) and times `send_due` until none is left: claims
-with SKIP LOCKED, one committed transaction per message marking it `sending` (with the
-previous message's outcome and its `email.sent` event), tracking added to the HTML, the MIME
+with SKIP LOCKED, one committed transaction per group of 20 marking them `sending` (with
+the previous group's outcomes and their `email.sent` events), before each SMTP conversation
+one tiny committed UPDATE (the submission marks), tracking added to the HTML, the MIME
 built, the SMTP conversation. On a SQLite file, then on PostgreSQL (database
 `crm_bench_notifications`, created and dropped) at CRM_BENCH_POSTGRES_URL,
 CRM_TEST_POSTGRES_URL or the local default. The goal: the service at least half the baseline.
