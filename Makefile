@@ -18,12 +18,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# Tests wait on the broker and the databases much of the time: 4 processes by default.
+# Tests wait on the broker and the databases much of the time: 6 processes by default.
 # The broker outage test stops the broker itself (`rabbitmqctl stop_app`): it runs after the
 # rest, alone, so no other test is running when the broker goes away.
 OUTAGE_TEST := tests/faults/test_broker_outage.py
 test: lint
-	$(VENV)/bin/python -m pytest -q -n $${CRM_TEST_PROCESSES:-4} --dist loadgroup --ignore=$(OUTAGE_TEST)
+	$(VENV)/bin/python -m pytest -q -n $${CRM_TEST_PROCESSES:-6} --dist loadgroup --ignore=$(OUTAGE_TEST)
 	$(VENV)/bin/python -m pytest -q -n 0 $(OUTAGE_TEST)
 
 format: $(STAMP)

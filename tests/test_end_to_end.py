@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -20,25 +18,13 @@ import pika
 import pytest
 import requests
 
-from tests.faults.system import free_port, read_mail
+from tests.crm_run import crm_run_environment, free_port, running_crm
+from tests.faults.system import read_mail
 
 ROOT = Path(__file__).resolve().parents[1]
 # Each test starts the whole system (some 20 processes): one at a time, whatever -n says.
 pytestmark = pytest.mark.xdist_group("crm-run")
 TIMEOUT = 10
-
-
-def wait_until_up(url: str, process: subprocess.Popen, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"crm run exited with {process.returncode}")
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} never answered")
 
 
 class EventTap:
@@ -76,61 +62,26 @@ def system(tmp_path, amqp_url, amqp_prefix) -> Iterator[tuple[str, EventTap]]:
     from shared.cli import SERVICES
 
     ports = {name: free_port() for name in SERVICES}
-    env = {
-        **os.environ,
-        **{f"CRM_{name.upper()}_PORT": str(port) for name, port in ports.items()},
-        "CRM_DATA_DIR": str(tmp_path / "var"),
-        "CRM_AMQP_URL": amqp_url,
-        "CRM_AMQP_PREFIX": amqp_prefix,
-        "CRM_RETRY_DELAYS": "0.2,0.5",
-        "CRM_RELAY_IDLE_SECONDS": "0.05",
-        "GUNICORN_WORKERS": "2",
-        "CRM_ADMIN_EMAIL": "boss@example.com",
-        "CRM_ADMIN_PASSWORD": "correct horse",
-        "CRM_SMTP_CATCHER_PORT": str(free_port()),  # mail kept as .eml under CRM_DATA_DIR/mail
-        "CRM_PUBLIC_URL": f"http://127.0.0.1:{ports['gateway']}",
-        "CRM_NOTIFICATIONS_TICK_SECONDS": "0.2",
-    }
-    env.pop("CRM_SMTP_URL", None)
+    env = crm_run_environment(
+        ports,
+        tmp_path / "var",
+        amqp_url,
+        amqp_prefix,
+        CRM_ADMIN_EMAIL="boss@example.com",
+        CRM_ADMIN_PASSWORD="correct horse",
+        CRM_NOTIFICATIONS_TICK_SECONDS="0.2",
+    )
     from conftest import remember_queue
 
     for name in (name for name, spec in SERVICES.items() if spec.has_worker):
         for suffix in ("", ".dlq", ".retry.200ms", ".retry.500ms"):
             remember_queue(amqp_prefix, f"{amqp_prefix}{name}.events{suffix}")
     tap = EventTap(amqp_url, amqp_prefix)
-    log = tmp_path / "crm-run.log"  # a file, not a pipe: a full pipe would stall every process
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "run"],
-            cwd=ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{ports['gateway']}"
     try:
-        wait_until_up(f"{base}/health", process, time.monotonic() + 120)
-        for port in ports.values():
-            wait_until_up(f"http://127.0.0.1:{port}/health", process, time.monotonic() + 30)
-        yield base, tap
+        with running_crm(env, ports, tmp_path / "crm-run.log"):
+            yield f"http://127.0.0.1:{ports['gateway']}", tap
     finally:
         tap.close()
-        stop_process_group(process, log)
-
-
-def stop_process_group(process: subprocess.Popen, log: Path) -> None:
-    """Stop `crm run` (our own process group: honcho and its children), even if it ended."""
-    if process.poll() is not None:  # honcho stops everything when one of its processes dies
-        output = log.read_text(errors="replace")[-4000:]
-        raise AssertionError(f"crm run ended early ({process.returncode}):\n{output}")
-    os.killpg(process.pid, signal.SIGINT)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
 
 
 def test_make_run_serves_contacts_through_the_gateway(system):

@@ -11,7 +11,6 @@ import importlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,14 +21,10 @@ from typing import Any
 import pika
 import requests
 
+from tests.crm_run import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 START_SECONDS = 60.0  # a loaded 2-core machine may take long to import and migrate
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def eventually(predicate: Any, timeout: float, what: str) -> None:

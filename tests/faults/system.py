@@ -12,7 +12,6 @@ import contextlib
 import email
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -27,16 +26,12 @@ import pika
 import pika.exceptions
 import requests
 
+from tests.crm_run import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 10
 ADMIN = {"email": "boss@example.com", "password": "correct horse"}
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def eventually(

@@ -8,29 +8,18 @@ proving the limits themselves.
 from __future__ import annotations
 
 import itertools
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pika
 import pytest
 import requests
 import sqlalchemy as sa
 
-from tests.fuzz.system import (
-    TIMEOUT,
-    System,
-    free_port,
-    sign_in,
-    stop_process_group,
-    system_environment,
-    wait_until_up,
-)
+from tests.crm_run import free_port, running_crm
+from tests.fuzz.system import TIMEOUT, System, sign_in, system_environment
 
-ROOT = Path(__file__).resolve().parents[2]
 _runs = itertools.count()
 
 
@@ -90,26 +79,8 @@ def system(
     ports = {name: free_port() for name in SERVICES}
     tmp = tmp_path_factory.mktemp("fuzz-system")
     env = system_environment(tmp / "var", ports, service_databases, (amqp_url, broker_prefix))
-    log = tmp / "crm-run.log"  # a file, not a pipe: a full pipe would stall every process
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "run"],
-            cwd=ROOT,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{ports['gateway']}"
-    try:
-        wait_until_up(f"{base}/health", process, time.monotonic() + 180)
-        for port in ports.values():
-            wait_until_up(f"http://127.0.0.1:{port}/ready", process, time.monotonic() + 60)
-        yield sign_in(base)
-        if process.poll() is not None:
-            raise AssertionError(f"crm run ended early:\n{log.read_text(errors='replace')[-4000:]}")
-    finally:
-        stop_process_group(process)
+    with running_crm(env, ports, tmp / "crm-run.log", ready_path="/ready", seconds=180):
+        yield sign_in(f"http://127.0.0.1:{ports['gateway']}")
 
 
 @pytest.fixture(scope="package")

@@ -7,14 +7,8 @@ of them share one worker (and this one start), one at a time with the end-to-end
 from __future__ import annotations
 
 import base64
-import contextlib
 import email
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -27,19 +21,14 @@ from typing import Any
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.crm_run import crm_run_environment, free_port, running_crm
+
 TIMEOUT = 10
 JWT_SECRET = "security-tests-secret-" + "s" * 40
 ADMIN_EMAIL = "root@security.example"
 ADMIN_PASSWORD = "correct horse battery"
 PASSWORD = "long enough password"
 ROLES = ("admin", "sales", "support", "marketing", "viewer")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -96,55 +85,22 @@ class Caller:
         return self.session.delete(url, **kwargs)
 
 
-def _wait_until_up(url: str, process: subprocess.Popen, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"crm run exited with {process.returncode}")
-        try:
-            if requests.get(url, timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} never answered")
-
-
-def _stop(process: subprocess.Popen, log: Path) -> None:
-    """Stop `crm run` (our own process group), even if it ended early."""
-    if process.poll() is not None:
-        output = log.read_text(errors="replace")[-4000:]
-        raise AssertionError(f"crm run ended early ({process.returncode}):\n{output}")
-    os.killpg(process.pid, signal.SIGINT)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
-
-
 def _environment(ports: dict[str, int], data_dir: Path, amqp_url: str, prefix: str) -> dict:
-    env = {
-        **os.environ,
-        **{f"CRM_{name.upper()}_PORT": str(port) for name, port in ports.items()},
-        "CRM_DATA_DIR": str(data_dir),
-        "CRM_AMQP_URL": amqp_url,
-        "CRM_AMQP_PREFIX": prefix,
-        "CRM_RETRY_DELAYS": "0.2,0.5",
-        "CRM_RELAY_IDLE_SECONDS": "0.05",
-        "GUNICORN_WORKERS": "2",
-        "CRM_ADMIN_EMAIL": ADMIN_EMAIL,
-        "CRM_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "CRM_JWT_SECRET": JWT_SECRET,
-        "CRM_SMTP_CATCHER_PORT": str(free_port()),
-        "CRM_PUBLIC_URL": f"http://127.0.0.1:{ports['gateway']}",
-        "CRM_NOTIFICATIONS_TICK_SECONDS": "0.2",
+    env = crm_run_environment(
+        ports,
+        data_dir,
+        amqp_url,
+        prefix,
+        CRM_ADMIN_EMAIL=ADMIN_EMAIL,
+        CRM_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        CRM_JWT_SECRET=JWT_SECRET,
+        CRM_NOTIFICATIONS_TICK_SECONDS="0.2",
         # Every test signs in from 127.0.0.1: the per-address sign-in budget is not what
         # these tests are about (the per-email lockout stays as it is).
-        "CRM_RATE_LIMIT_AUTH": "1000",
-        "CRM_MAX_BODY_BYTES": str(1024 * 1024),
-    }
-    for name in ("CRM_SMTP_URL", "CRM_CORS_ORIGINS", "CRM_TRUSTED_PROXIES"):
+        CRM_RATE_LIMIT_AUTH="1000",
+        CRM_MAX_BODY_BYTES=str(1024 * 1024),
+    )
+    for name in ("CRM_CORS_ORIGINS", "CRM_TRUSTED_PROXIES"):
         env.pop(name, None)
     return env
 
@@ -161,28 +117,12 @@ def system(tmp_path_factory: pytest.TempPathFactory, amqp_url: str) -> Iterator[
             remember_queue(prefix, f"{prefix}{name}.events{suffix}")
     ports = {name: free_port() for name in SERVICES}
     root = tmp_path_factory.mktemp("security")
-    data_dir = root / "var"
-    log = root / "crm-run.log"  # a file, not a pipe: a full pipe would stall every process
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", "run"],
-            cwd=ROOT,
-            env=_environment(ports, data_dir, amqp_url, prefix),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    env = _environment(ports, root / "var", amqp_url, prefix)
     try:
-        base = f"http://127.0.0.1:{ports['gateway']}"
-        _wait_until_up(f"{base}/health", process, time.monotonic() + 120)
-        for port in ports.values():
-            _wait_until_up(f"http://127.0.0.1:{port}/health", process, time.monotonic() + 60)
-        yield System(base, ports, data_dir)
+        with running_crm(env, ports, root / "crm-run.log"):
+            yield System(f"http://127.0.0.1:{ports['gateway']}", ports, root / "var")
     finally:
-        try:
-            _stop(process, log)
-        finally:
-            delete_broker_names(amqp_url, prefix)
+        delete_broker_names(amqp_url, prefix)
 
 
 def sign_in(system: System, email_address: str, password: str) -> requests.Response:

@@ -1,0 +1,105 @@
+"""`crm run` (what `make run` does) as one real process group, for tests of the whole system.
+
+Used by the end-to-end, security and fuzz tests: free ports, the settings `crm run` is
+given (ports, data directory, broker names of the test's own, quick retries and relay),
+starting it with its output in a file, waiting for every service, and stopping the group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def crm_run_environment(
+    ports: dict[str, int], data_dir: Path, amqp_url: str, prefix: str, **settings: str
+) -> dict[str, str]:
+    """This environment plus what `crm run` needs here; `settings` (CRM_... names) win."""
+    env = {
+        **os.environ,
+        **{f"CRM_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+        "CRM_DATA_DIR": str(data_dir),
+        "CRM_AMQP_URL": amqp_url,
+        "CRM_AMQP_PREFIX": prefix,
+        "CRM_RETRY_DELAYS": "0.2,0.5",
+        "CRM_RELAY_IDLE_SECONDS": "0.05",
+        "GUNICORN_WORKERS": "2",
+        "CRM_SMTP_CATCHER_PORT": str(free_port()),  # mail kept as .eml under CRM_DATA_DIR/mail
+        "CRM_PUBLIC_URL": f"http://127.0.0.1:{ports['gateway']}",
+        # Off: api port + 1000 could be a port another test's system has just been given.
+        **{f"CRM_{name.upper()}_WORKER_METRICS_PORT": "0" for name in ports},
+        **settings,
+    }
+    env.pop("CRM_SMTP_URL", None)  # the local catcher, never a real server
+    return env
+
+
+@contextlib.contextmanager
+def running_crm(
+    env: dict[str, str],
+    ports: dict[str, int],
+    log: Path,
+    *,
+    ready_path: str = "/health",
+    seconds: float = 120,
+) -> Iterator[subprocess.Popen]:
+    """`crm run` until the block ends, once every service answers `ready_path`."""
+    with log.open("wb") as output:  # a file, not a pipe: a full pipe would stall everything
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", "run"],
+            cwd=ROOT,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until_up(f"http://127.0.0.1:{ports['gateway']}/health", process, seconds)
+        for port in ports.values():
+            wait_until_up(f"http://127.0.0.1:{port}{ready_path}", process, 60)
+        yield process
+    finally:
+        stop_process_group(process, log)
+
+
+def wait_until_up(url: str, process: subprocess.Popen, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"crm run exited with {process.returncode}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"{url} never answered")
+
+
+def stop_process_group(process: subprocess.Popen, log: Path) -> None:
+    """Stop `crm run` (our own process group: honcho and its children), even if it ended."""
+    if process.poll() is not None:  # honcho stops everything when one of its processes dies
+        output = log.read_text(errors="replace")[-4000:]
+        raise AssertionError(f"crm run ended early ({process.returncode}):\n{output}")
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
