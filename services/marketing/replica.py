@@ -44,6 +44,7 @@ from sqlalchemy.orm import Session
 from services.marketing import consent
 from services.marketing.contact_data import (
     contact_values,
+    erased_ids,
     event_version,
     merged_pair,
     optional_uuid,
@@ -54,7 +55,6 @@ from shared.bus import Handler, PermanentError
 from shared.config import Settings
 from shared.events import Envelope, utcnow
 
-MAX_MERGED_IDS = 1000
 MAX_MERGE_HOPS = 20
 OPEN_TICKET_STATUSES = ("new", "open", "pending")
 TICKET_STATUSES = (*OPEN_TICKET_STATUSES, "resolved", "closed")
@@ -202,13 +202,7 @@ def erase_contact(session: Session, contact_id: str) -> None:
 
 def on_contact_erased(session: Session, event: Envelope) -> None:
     """Right to be forgotten: the contact and the duplicates merged into it."""
-    data = event.data
-    merged = data.get("merged_ids") or []
-    if not isinstance(merged, list) or len(merged) > MAX_MERGED_IDS:
-        raise PermanentError("contact.erased merged_ids must be a list of contact ids")
-    ids = [uuid_value(data.get("id", event.aggregate_id), "id")]
-    ids += [uuid_value(value, "merged_ids") for value in merged]
-    for contact_id in dict.fromkeys(ids):
+    for contact_id in erased_ids(event):
         erase_contact(session, contact_id)
 
 

@@ -27,14 +27,19 @@ from typing import Any
 from sqlalchemy import Select, and_, func, select
 from sqlalchemy.orm import Session
 
-from services.marketing.contact_data import contact_values, event_version, merged_pair, uuid_value
+from services.marketing.contact_data import (
+    contact_values,
+    erased_ids,
+    event_version,
+    merged_pair,
+    uuid_value,
+)
 from services.marketing.models import ContactStage
 from shared.bus import Handler, PermanentError
 from shared.config import Settings
 from shared.events import Envelope
 
 END_VERSION = 2**31 - 1  # an ended contact: newer than any version it will ever have
-MAX_MERGED_IDS = 1000
 
 
 def record_stage(
@@ -80,13 +85,7 @@ def on_contact_merged(session: Session, event: Envelope) -> None:
 
 def on_contact_erased(session: Session, event: Envelope) -> None:
     """contact.erased: the contact and its merged duplicates end (their past stays)."""
-    data = event.data
-    merged = data.get("merged_ids") or []
-    if not isinstance(merged, list) or len(merged) > MAX_MERGED_IDS:
-        raise PermanentError("contact.erased merged_ids must be a list of contact ids")
-    ids = [uuid_value(data.get("id", event.aggregate_id), "id")]
-    ids += [uuid_value(value, "merged_ids") for value in merged]
-    for contact_id in dict.fromkeys(ids):
+    for contact_id in erased_ids(event):
         record_stage(session, contact_id, END_VERSION, None, event.occurred_at)
 
 
