@@ -111,3 +111,15 @@ def users_snapshot(app: Flask) -> Callable[[], list[tuple[Any, ...]]]:
         return [tuple(row) for row in rows]
 
     return snapshot
+
+
+@pytest.fixture
+def fakes() -> Iterator[dict[str, Any]]:
+    """Every stand-in service on a port of its own (gateway.tests.fake_services).
+
+    Fresh ones per test: calls a view left running must not reach the next test's.
+    """
+    from gateway.tests.fake_services import running_services  # it imports this module
+
+    with running_services() as services:
+        yield services

@@ -13,7 +13,7 @@ from flask import Flask
 from gateway.app import create_app
 from gateway.breaker import BREAKERS, CLOSED, HALF_OPEN, OPEN, CircuitBreaker, CircuitOpen
 from gateway.tests.conftest import close_app, gateway_config
-from gateway.tests.fake_services import FakeService, ServiceUrls, running_services, token_for
+from gateway.tests.fake_services import FakeService, ServiceUrls, token_for
 
 
 class Clock:
@@ -163,13 +163,6 @@ def test_concurrent_failures_are_all_counted(clock):
 
 
 # --- in the proxy ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fakes() -> Iterator[dict[str, FakeService]]:
-    # Fresh ones per test: calls a view left running must not reach the next test's.
-    with running_services() as services:
-        yield services
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from flask import Flask
 from gateway.app import create_app
 from gateway.breaker import BREAKERS
 from gateway.tests.conftest import close_app, gateway_config
-from gateway.tests.fake_services import FakeService, ServiceUrls, page, running_services, token_for
+from gateway.tests.fake_services import FakeService, ServiceUrls, page, token_for
 
 # Generous: a loaded CI machine must not make a healthy stand-in look slow.
 TIMEOUT = 2.0
@@ -54,13 +54,6 @@ def the_complete_customer(services: dict[str, FakeService]) -> None:
     subscription = {"list_name": "News", "status": "subscribed"}
     services["marketing"].answers["/api/v1/subscriptions"] = page(subscription)
     services["notifications"].answers["/api/v1/messages"] = _messages
-
-
-@pytest.fixture
-def fakes() -> Iterator[dict[str, FakeService]]:
-    # Fresh ones per test: calls a view left running must not reach the next test's.
-    with running_services() as services:
-        yield services
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from flask import Flask
 
 from gateway.app import create_app
 from gateway.tests.conftest import close_app, gateway_config
-from gateway.tests.fake_services import FakeService, ServiceUrls, running_services, token_for
+from gateway.tests.fake_services import FakeService, ServiceUrls, token_for
 from shared.events import utcnow
 
 # Generous: a loaded CI machine must not make a healthy stand-in look slow.
@@ -60,13 +60,6 @@ MARKETING = {
     "customers": 19,
     "average_lifetime_value": eur("1500.00"),
 }
-
-
-@pytest.fixture
-def fakes() -> Iterator[dict[str, FakeService]]:
-    # Fresh ones per test: calls a view left running must not reach the next test's.
-    with running_services() as services:
-        yield services
 
 
 @pytest.fixture
