@@ -528,20 +528,15 @@ def set_up(args: argparse.Namespace, directory: Path, processes: Processes) -> l
 
 
 def run(args: argparse.Namespace, directory: Path, processes: Processes) -> None:
-    try:
-        targets = set_up(args, directory, processes)
-        sizes = [answer_size(target) for target in targets]
-        print(f"load average before: {load_average()}\n", flush=True)
-        tallies = measure(targets, args, processes)
-        load_after = load_average()
-        for target, tally, size in zip(targets, tallies, sizes, strict=True):
-            print_figures(target, tally, size)
-        print(f"\nload average after: {load_after}")
-        print_ratios(*tallies[:3])
-    finally:
-        processes.stop_all()
-        with contextlib.suppress(Exception):
-            delete_broker_names()
+    targets = set_up(args, directory, processes)
+    sizes = [answer_size(target) for target in targets]
+    print(f"load average before: {load_average()}\n", flush=True)
+    tallies = measure(targets, args, processes)
+    load_after = load_average()
+    for target, tally, size in zip(targets, tallies, sizes, strict=True):
+        print_figures(target, tally, size)
+    print(f"\nload average after: {load_after}")
+    print_ratios(*tallies[:3])
 
 
 def main() -> None:
@@ -569,14 +564,24 @@ def main() -> None:
         "runs on the same cores as every server, so it takes CPU from them",
         flush=True,
     )
-    with tempfile.TemporaryDirectory(prefix="crm-bench-gateway-") as directory:
+    in_scratch_directory("crm-bench-gateway-", lambda path, processes: run(args, path, processes))
+
+
+def in_scratch_directory(prefix: str, run: Callable[[Path, Processes], None]) -> None:
+    """run(directory, processes) in a temporary directory; whatever happens, the processes
+    it started are stopped and its broker names deleted (Ctrl-C or SIGTERM: exit 130)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as directory:
         (Path(directory) / "logs").mkdir()
         processes = Processes(Path(directory) / "logs")
         try:
-            run(args, Path(directory), processes)
+            run(Path(directory), processes)
         except KeyboardInterrupt:
             print("interrupted; processes stopped", file=sys.stderr)
             sys.exit(130)
+        finally:
+            processes.stop_all()
+            with contextlib.suppress(Exception):
+                delete_broker_names()
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ import random
 import signal
 import sqlite3
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -53,8 +52,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.gateway_reads import (  # noqa: E402  (after the path above)
     Processes,
-    delete_broker_names,
     free_port,
+    in_scratch_directory,
     login,
     post_until_made,
     prepare_system,
@@ -428,17 +427,7 @@ def main() -> None:
         " broker and databases share these cores",
         flush=True,
     )
-    with tempfile.TemporaryDirectory(prefix="crm-bench-load-") as directory:
-        (Path(directory) / "logs").mkdir()
-        processes = Processes(Path(directory) / "logs")
-        try:
-            run(args, Path(directory), processes)
-        except KeyboardInterrupt:
-            print("interrupted; processes stopped", file=sys.stderr)
-            sys.exit(130)
-        finally:
-            processes.stop_all()
-            delete_broker_names()
+    in_scratch_directory("crm-bench-load-", lambda path, processes: run(args, path, processes))
 
 
 if __name__ == "__main__":
