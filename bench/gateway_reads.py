@@ -16,7 +16,10 @@ rate limiter off (`CRM_RATE_LIMITS=off`; to measure its counting instead, run wi
 `CRM_RATE_LIMITS=on CRM_RATE_LIMIT_API=1000000000`). It is seeded through the gateway (a
 company, its contact, two deals - one won -, a ticket, a subscription) with the workers
 running; they are stopped before measuring: reads need none. Also measured, for where the
-time goes: the contacts service read directly, without the gateway.
+time goes: the contacts service read directly, without the gateway; and the floors, a
+second raw app (same command) that forwards (a)'s answer from the first with the
+gateway's HTTP client, or fetches it 5 or 11 times in parallel as the view asks its
+services: what (b) and (c) would cost if the gateway and the services did no work at all.
 
 The load: N client threads, each with a requests.Session, spread over P processes (so the
 client's GIL is not the limit); the targets take turns, R rounds of a warm-up and then
@@ -71,15 +74,47 @@ RAW_CONTACT = {
 }
 
 
+# Where the floor targets' raw app sends its calls (the bench's own setting, not the CRM's).
+RAW_UPSTREAM_ENV = "BENCH_RAW_UPSTREAM"
+
+
 def raw_app() -> Any:
-    """(a): a Flask app with one JSON endpoint and nothing else (gunicorn imports this)."""
-    from flask import Flask, jsonify
+    """(a): a Flask app with one JSON endpoint and nothing else (gunicorn imports this).
+
+    Started with BENCH_RAW_UPSTREAM (another raw app's address) it also answers the floors
+    of (b) and (c): the same endpoint's answer fetched from the upstream with the gateway's
+    HTTP client (`/forwarded/...`), or fetched `calls` times in parallel on a kept thread
+    pool, as the customer view asks its services (`/composed/...?calls=N`). No auth, no
+    database, no logs: what forwarding and composing cost before any of the CRM's work.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flask import Flask, Response, jsonify, request
 
     app = Flask("raw")
 
     @app.get("/contacts/<contact_id>")
     def contact(contact_id: str) -> Any:
         return jsonify({"id": contact_id, **RAW_CONTACT})
+
+    upstream = os.environ.get(RAW_UPSTREAM_ENV)
+    if not upstream:
+        return app
+    from gateway.upstream import Upstream
+
+    http, pool = Upstream(), ThreadPoolExecutor(32)
+
+    @app.get("/forwarded/contacts/<contact_id>")
+    def forwarded(contact_id: str) -> Any:
+        status, body = http.get_json(f"{upstream}/contacts/{contact_id}", {}, TIMEOUT)
+        return jsonify(body), status
+
+    @app.get("/composed/<contact_id>")
+    def composed(contact_id: str) -> Response:
+        url = f"{upstream}/contacts/{contact_id}"
+        calls = int(request.args.get("calls", "5"))
+        answers = [pool.submit(http.get_json, url, {}, TIMEOUT) for _ in range(calls)]
+        return jsonify({str(n): answer.result()[1] for n, answer in enumerate(answers)})
 
     return app
 
@@ -476,6 +511,16 @@ def print_ratios(raw: Tally, forwarded: Tally, view: Tally) -> None:
     print(f"(c) p99 / (a) p99:  {tail:.1f}x (goal < 5x: {verdict(tail < 5)})")
 
 
+def print_floors(raw: Tally, floors: list[tuple[str, Tally]]) -> None:
+    """What the goals would be against apps that do nothing but forward or compose."""
+    print("\nfloors (no auth, no database, no logs: only gunicorn, Flask and the HTTP client):")
+    raw_p99 = raw.percentile_ms(0.99) or math.inf
+    for label, tally in floors:
+        share = tally.requests_per_second / raw.requests_per_second
+        tail = tally.percentile_ms(0.99) / raw_p99
+        print(f"{label:<42} {share:.2f} of (a)'s requests/s, p99 {tail:.1f}x (a)'s")
+
+
 def start_system(
     processes: Processes,
     commands: dict[str, list[str]],
@@ -516,6 +561,13 @@ def set_up(args: argparse.Namespace, directory: Path, processes: Processes) -> l
     processes.start("raw", raw_command(commands["gateway"], raw_port), raw_env)
     raw_url = f"http://127.0.0.1:{raw_port}/contacts/{contact_id}"
     processes.wait_until_up("raw", raw_url)
+    floor_port = free_port()
+    (metrics / "raw-floor").mkdir()
+    floor_env = {**raw_env, "PROMETHEUS_MULTIPROC_DIR": str(metrics / "raw-floor")}
+    floor_env[RAW_UPSTREAM_ENV] = f"http://127.0.0.1:{raw_port}"
+    processes.start("raw-floor", raw_command(commands["gateway"], floor_port), floor_env)
+    floor = f"http://127.0.0.1:{floor_port}"
+    processes.wait_until_up("raw-floor", f"{floor}/forwarded/contacts/{contact_id}")
     print(f"seeded contact {contact_id} (timeline: {entries} entries); workers stopped")
     bearer = {"Authorization": session.headers["Authorization"]}
     contacts = f"http://127.0.0.1:{ports['contacts']}/api/v1/contacts/{contact_id}"
@@ -524,6 +576,15 @@ def set_up(args: argparse.Namespace, directory: Path, processes: Processes) -> l
         Target("(b) GET /api/v1/contacts/{id}, gateway", f"{api}/contacts/{contact_id}", bearer),
         Target("(c) GET /api/v1/customers/{id}", f"{api}/customers/{contact_id}", bearer),
         Target("(context) contacts service, no gateway", contacts, bearer),
+        Target(
+            "(floor b) raw app forwarding to raw app",
+            f"{floor}/forwarded/contacts/{contact_id}",
+            {},
+        ),
+        Target("(floor c) raw app asking raw app 5x", f"{floor}/composed/{contact_id}?calls=5", {}),
+        Target(
+            "(floor c) raw app asking raw app 11x", f"{floor}/composed/{contact_id}?calls=11", {}
+        ),
     ]
 
 
@@ -537,6 +598,10 @@ def run(args: argparse.Namespace, directory: Path, processes: Processes) -> None
         print_figures(target, tally, size)
     print(f"\nload average after: {load_after}")
     print_ratios(*tallies[:3])
+    print_floors(
+        tallies[0],
+        [(t.label, tally) for t, tally in zip(targets, tallies, strict=True) if "floor" in t.label],
+    )
 
 
 def main() -> None:

@@ -14,6 +14,9 @@ threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "60"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
 keepalive = 5
+# The longest request line gunicorn takes (its default is 4094): a search's query string
+# of many non-ASCII words, percent-encoded, is 12 bytes a character. Longer: 414.
+limit_request_line = 8190
 preload_app = False  # never share connections across forks
 accesslog = None  # the app logs each request as a JSON line with its request id
 errorlog = "-"

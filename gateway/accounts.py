@@ -12,11 +12,14 @@ from __future__ import annotations
 import dataclasses
 
 from flask import Flask, g
+from sqlalchemy import bindparam, select
 
 from gateway.models import User
 from shared.auth import unauthorized
 from shared.db import Database
 
+# One primary-key read on every call, so built once and run without the ORM.
+_ACCOUNT = select(User.active, User.role, User.team_visibility).where(User.id == bindparam("id"))
 # Set on `g` when the caller's token names a role or team visibility that changed since.
 PRINCIPAL_CHANGED = "principal_changed"
 
@@ -28,9 +31,8 @@ def init_account_check(app: Flask, db: Database) -> None:
         principal = g.get("principal")
         if principal is None or principal.kind != "user":
             return
-        with db.session() as session:
-            user = session.get(User, principal.subject)
-            now = None if user is None else (user.active, user.role, user.team_visibility)
+        with db.engine.connect() as connection:
+            now = connection.execute(_ACCOUNT, {"id": principal.subject}).first()
         if now is None or not now[0]:
             raise unauthorized("The account of this access token is no longer active")
         _active, role, team = now

@@ -18,6 +18,7 @@ from gateway.api_keys_api import api_key_principal, api_keys_api
 from gateway.auth_api import auth_api
 from gateway.docs_api import init_docs
 from gateway.domain import bootstrap_admin
+from gateway.fanout import init_fanout
 from gateway.models import Base
 from gateway.permissions import enforce_roles
 from gateway.proxy import init_proxy
@@ -83,6 +84,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(auth_api)
     app.register_blueprint(api_keys_api)
     init_proxy(app)
+    init_fanout(app)  # the threads the composed views' calls run on
     app.register_blueprint(views_api)  # the customer view and the dashboard
     init_docs(app, PUBLIC_PREFIXES)  # /openapi.json, /api/v1/openapi.json and /docs
     _register_commands(app, db, settings, hasher)

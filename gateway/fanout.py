@@ -12,20 +12,25 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlencode
 
-import requests
+from flask import Flask, current_app
 
 from gateway.breaker import Breakers, CircuitOpen
+from gateway.upstream import Upstream, UpstreamError
 
 log = logging.getLogger(__name__)
 
 OK, NOT_FOUND, FORBIDDEN, UNAVAILABLE = "ok", "not_found", "forbidden", "unavailable"
-MAX_PARALLEL_CALLS = 12
+# Threads for the calls of every view a gateway process composes at once: made as needed,
+# kept for the next view (making a dozen threads per view cost more than a call).
+POOL_THREADS = 32
+FANOUT_POOL = "gateway.fanout_pool"
 # How long past a call's own timeout the view still waits for its thread.
 GRACE_SECONDS = 0.25
 
@@ -56,7 +61,7 @@ class Answer:
 class ServiceClient:
     """GETs to the services with the caller's headers, a timeout and the breakers."""
 
-    http: requests.Session
+    http: Upstream
     service_urls: Mapping[str, str]
     headers: Mapping[str, str]
     breakers: Breakers
@@ -74,24 +79,20 @@ class ServiceClient:
         except CircuitOpen:
             return Answer(call.service, UNAVAILABLE)
         seconds = timeout or self.timeout
+        url = f"{base_url.rstrip('/')}{call.path}"
+        if call.params:
+            url = f"{url}?{urlencode(call.params)}"
         try:
-            response = self.http.get(
-                f"{base_url.rstrip('/')}{call.path}",
-                params=dict(call.params),
-                headers=dict(self.headers),
-                timeout=(seconds, seconds),
-                allow_redirects=False,
-            )
-        except requests.RequestException as error:
+            status, body = self.http.get_json(url, self.headers, seconds)
+        except UpstreamError as error:
             breaker.record_failure()
-            log.warning("the %s service did not answer: %s", call.service, type(error).__name__)
+            log.warning("the %s service did not answer: %s", call.service, error)
             return Answer(call.service, UNAVAILABLE)
-        breaker.record_status(response.status_code)
-        return _answer_of(call, response)
+        breaker.record_status(status)
+        return _answer_of(call, status, body)
 
 
-def _answer_of(call: Call, response: requests.Response) -> Answer:
-    status = response.status_code
+def _answer_of(call: Call, status: int, body: Any) -> Answer:
     if status == 404:
         return Answer(call.service, NOT_FOUND)
     if status == 403:
@@ -99,24 +100,24 @@ def _answer_of(call: Call, response: requests.Response) -> Answer:
     if status != 200:
         log.warning("the %s service answered %d to GET %s", call.service, status, call.path)
         return Answer(call.service, UNAVAILABLE)
-    try:
-        return Answer(call.service, OK, response.json())
-    except ValueError:
+    if body is None:
         log.warning("the %s service answered GET %s with no JSON", call.service, call.path)
         return Answer(call.service, UNAVAILABLE)
+    return Answer(call.service, OK, body)
 
 
 class Fanout:
     """The calls of one view, run in parallel, each within its timeout.
 
-    Use it as a context manager: on exit, calls still running are left to finish on
-    their own (each has a timeout); the view does not wait for them.
+    Use it as a context manager: on exit, calls not started yet are dropped and calls
+    still running are left to finish on their own (each has a timeout); the view does
+    not wait for them. The threads are the app's (`init_fanout`), shared by its views.
     """
 
-    def __init__(self, client: ServiceClient, max_workers: int = MAX_PARALLEL_CALLS) -> None:
+    def __init__(self, client: ServiceClient) -> None:
         self.client = client
         self.started = time.monotonic()
-        self._pool = ThreadPoolExecutor(max_workers, thread_name_prefix="gateway-view")
+        self._pool: Executor = current_app.extensions[FANOUT_POOL]
         self._deadlines: dict[Future[Answer], tuple[float, str]] = {}
 
     def __enter__(self) -> Fanout:
@@ -128,7 +129,8 @@ class Fanout:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for future in self._deadlines:
+            future.cancel()  # those not started yet; running ones end by their timeout
 
     def submit(self, call: Call, *, dependent: bool = False) -> Future[Answer]:
         """Start a call; a dependent one (it needed an earlier answer) gets what time is left.
@@ -154,6 +156,12 @@ class Fanout:
         except Exception:  # a bug in building the call must not cost the whole view
             log.exception("a call to the %s service failed", service)
         return Answer(service, UNAVAILABLE)
+
+
+def init_fanout(app: Flask) -> None:
+    """Give the app the thread pool its views' calls run on (one per gateway process)."""
+    pool = ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="gateway-view")
+    app.extensions[FANOUT_POOL] = pool
 
 
 def items(body: Any) -> list[Any]:

@@ -12,14 +12,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
-import requests
+import urllib3
 from flask import Blueprint, Flask, Response, g, request
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import HTTPError as Urllib3Error
 from werkzeug.datastructures import Headers
 
 from gateway.accounts import PRINCIPAL_CHANGED
 from gateway.breaker import breaker_for, init_breakers
+from gateway.upstream import TIMED_OUT, UNREACHABLE, HTTPError, Upstream, UpstreamError
 from shared.auth import API_KEY_HEADER, issue_token
 from shared.web import REQUEST_ID_HEADER, ApiError, current_settings
 
@@ -94,18 +93,6 @@ NOT_RETURNED = HOP_BY_HOP | {"server", "date", REQUEST_ID_HEADER.lower()}
 HTTP_SESSION = "gateway.http"
 
 
-def make_http_session(pool_size: int = 32) -> requests.Session:
-    """A pooled HTTP client for the calls to the services (one per app instance)."""
-    session = requests.Session()
-    # No proxies or .netrc from the environment: a .netrc would replace the caller's token.
-    session.trust_env = False
-    session.headers.clear()
-    adapter = HTTPAdapter(pool_connections=len(set(ROUTES.values())) + 4, pool_maxsize=pool_size)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
 def _skipped_by_connection(headers: Any) -> set[str]:
     listed = headers.get("Connection", "")
     return {name.strip().lower() for name in listed.split(",") if name.strip()}
@@ -137,35 +124,27 @@ def upstream_url(base_url: str) -> str:
 
 
 class _RequestBody:
-    """The caller's body as a stream of known length, so it goes upstream unbuffered."""
+    """The caller's body as a stream, read in chunks as it goes upstream (never buffered)."""
 
-    def __init__(self, stream: Any, length: int) -> None:
+    def __init__(self, stream: Any) -> None:
         self._stream = stream
-        self._length = length
-
-    def __len__(self) -> int:
-        return self._length
 
     def read(self, size: int = -1) -> bytes:
         return self._stream.read(size)
 
-    def __iter__(self) -> Iterator[bytes]:
-        return _chunked_body(self._stream)
 
-
-def _chunked_body(stream: Any) -> Iterator[bytes]:
-    while chunk := stream.read(CHUNK_BYTES):
-        yield chunk
-
-
-def request_body() -> Any:
-    """What to send upstream: nothing, a stream of known length, or chunks."""
+def request_body(headers: dict[str, str]) -> tuple[Any, bool]:
+    """What to send upstream, and whether chunked: nothing, a stream of known length
+    (its Content-Length set in `headers`), or chunks."""
     length = request.content_length
     if length is not None:
-        return _RequestBody(request.stream, length) if length else None
+        if not length:
+            return None, False
+        headers["Content-Length"] = str(length)
+        return _RequestBody(request.stream), False
     if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
-        return _chunked_body(request.stream)
-    return None
+        return _RequestBody(request.stream), True
+    return None, False
 
 
 def timeouts(connect_seconds: float) -> tuple[float, float]:
@@ -179,7 +158,7 @@ def unavailable(service: str) -> ApiError:
     return ApiError(503, "Service Unavailable", f"The {service} service is unavailable")
 
 
-def call_service(http: requests.Session, service: str) -> requests.Response:
+def call_service(http: Upstream, service: str) -> urllib3.BaseHTTPResponse:
     """Send the current request to a service; 503 if it is down, 504 if it is too slow."""
     settings = current_settings()
     base_url = settings.service_urls.get(service)
@@ -188,66 +167,83 @@ def call_service(http: requests.Session, service: str) -> requests.Response:
         raise unavailable(service)
     breaker = breaker_for(service)
     breaker.guard()  # fails fast (503, Retry-After) while the service's circuit is open
+    headers = upstream_headers()
+    body, chunked = request_body(headers)
     try:
-        upstream = http.request(
+        upstream = http.send(
             request.method,
             upstream_url(base_url),
-            headers=upstream_headers(),
-            data=request_body(),
+            headers=headers,
+            body=body,
+            chunked=chunked,
             stream=True,
-            allow_redirects=False,
             timeout=timeouts(settings.http_timeout_seconds),
         )
-    except requests.Timeout:
+    except UpstreamError as error:
         breaker.record_failure()
-        log.warning("the %s service timed out on %s %s", service, request.method, request.path)
-        raise ApiError(
-            504, "Gateway Timeout", f"The {service} service did not answer in time"
-        ) from None
-    except requests.ConnectionError as error:
-        breaker.record_failure()
-        log.warning("the %s service is unreachable: %s", service, type(error).__name__)
-        raise unavailable(service) from None
-    except requests.RequestException as error:
-        breaker.record_failure()
-        log.warning("the call to the %s service failed: %s", service, type(error).__name__)
-        raise ApiError(502, "Bad Gateway", f"The {service} service gave no valid answer") from None
-    breaker.record_status(upstream.status_code)
+        raise _failure_answer(error, service) from None
+    breaker.record_status(upstream.status)
     return upstream
 
 
-def _stream_back(upstream: requests.Response, service: str) -> Iterator[bytes]:
+def _failure_answer(error: UpstreamError, service: str) -> ApiError:
+    if error.kind == TIMED_OUT:
+        log.warning("the %s service timed out on %s %s", service, request.method, request.path)
+        return ApiError(504, "Gateway Timeout", f"The {service} service did not answer in time")
+    if error.kind == UNREACHABLE:
+        log.warning("the %s service is unreachable: %s", service, type(error.cause).__name__)
+        return unavailable(service)
+    log.warning("the call to the %s service failed: %s", service, type(error.cause).__name__)
+    return ApiError(502, "Bad Gateway", f"The {service} service gave no valid answer")
+
+
+def _stream_back(upstream: urllib3.BaseHTTPResponse, service: str) -> Iterator[bytes]:
     try:
         # Raw bytes: a compressed answer stays compressed, matching its Content-Encoding.
-        yield from upstream.raw.stream(CHUNK_BYTES, decode_content=False)
-    except (Urllib3Error, OSError) as error:
+        yield from upstream.stream(CHUNK_BYTES, decode_content=False)
+    except (HTTPError, OSError) as error:
         # Headers are gone already; all that is left is to cut the answer short.
         log.warning("the %s service broke off its answer: %s", service, type(error).__name__)
+    finally:  # a body read to its end gave its connection back to the pool already
+        upstream.close()
+
+
+def relay_response(upstream: urllib3.BaseHTTPResponse, service: str) -> Response:
+    """The service's answer as the gateway's: status, end-to-end headers, streamed body."""
+    skip = NOT_RETURNED | _skipped_by_connection(upstream.headers)
+    headers = Headers()
+    for name, value in upstream.headers.items():
+        if name.lower() not in skip:
+            headers.add(name, value)
+    length = upstream.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) <= CHUNK_BYTES:
+        # A small answer (most are) is read at once: cheaper than relaying it as a stream.
+        response = Response(_read_whole(upstream, service), status=upstream.status)
+    else:
+        response = Response(_stream_back(upstream, service), status=upstream.status)
+        response.call_on_close(upstream.close)
+    response.headers = headers
+    return response
+
+
+def _read_whole(upstream: urllib3.BaseHTTPResponse, service: str) -> bytes:
+    try:
+        return upstream.read(decode_content=False)
+    except (HTTPError, OSError) as error:
+        log.warning("the %s service broke off its answer: %s", service, type(error).__name__)
+        raise ApiError(502, "Bad Gateway", f"The {service} service gave no valid answer") from None
     finally:
         upstream.close()
 
 
-def relay_response(upstream: requests.Response, service: str) -> Response:
-    """The service's answer as the gateway's: status, end-to-end headers, streamed body."""
-    skip = NOT_RETURNED | _skipped_by_connection(upstream.headers)
-    headers = Headers()
-    for name, value in upstream.raw.headers.items():
-        if name.lower() not in skip:
-            headers.add(name, value)
-    response = Response(_stream_back(upstream, service), status=upstream.status_code)
-    response.headers = headers
-    response.call_on_close(upstream.close)
-    return response
-
-
-def _forwarder(http: requests.Session, service: str) -> Callable[..., Response]:
+def _forwarder(http: Upstream, service: str) -> Callable[..., Response]:
     def forward(rest: str = "") -> Response:
         return relay_response(call_service(http, service), service)
 
     return forward
 
 
-def proxy_blueprint(http: requests.Session) -> Blueprint:
+def proxy_blueprint(http: Upstream) -> Blueprint:
     """Routes that forward every path under ROUTES' prefixes to its service."""
     bp = Blueprint("proxy", __name__)
     for prefix, service in ROUTES.items():
@@ -260,7 +256,7 @@ def proxy_blueprint(http: requests.Session) -> Blueprint:
 
 def init_proxy(app: Flask) -> None:
     """Give the app its pooled HTTP client and the forwarding routes."""
-    http = make_http_session()
+    http = Upstream()
     app.extensions[HTTP_SESSION] = http
     init_breakers(app, app.extensions["crm.settings"])
     app.register_blueprint(proxy_blueprint(http))

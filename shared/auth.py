@@ -65,8 +65,52 @@ def forbidden(detail: str) -> ApiError:
     return ApiError(403, "Forbidden", detail)
 
 
+class VerifiedTokens:
+    """Tokens this process has verified, with their principal, kept until they expire.
+
+    A client sends the same token with every call for up to an hour; checking its
+    signature and claims again each time cost more than the rest of a simple read. A token
+    is immutable, so once verified under a secret it stays valid until its `exp`: a hit
+    only compares the clock. Bounded: when full, the oldest entry makes room.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._entries: dict[tuple[str, str], tuple[Principal, int]] = {}
+
+    def get(self, secret: str, token: str) -> Principal | None:
+        entry = self._entries.get((secret, token))
+        if entry is None:
+            return None
+        principal, expires = entry
+        if time.time() >= expires:
+            self._entries.pop((secret, token), None)
+            return None  # verified again, which answers 401 "expired"
+        return principal
+
+    def put(self, secret: str, token: str, principal: Principal, expires: int) -> None:
+        while len(self._entries) >= self.capacity:
+            try:
+                del self._entries[next(iter(self._entries))]
+            except (StopIteration, KeyError, RuntimeError):  # another thread got there first
+                break
+        self._entries[(secret, token)] = (principal, expires)
+
+
+_VERIFIED = VerifiedTokens()
+
+
 def verify_token(settings: Settings, token: str) -> Principal:
     """The principal a token names, or 401 if it is expired, tampered or not ours."""
+    known = _VERIFIED.get(settings.jwt_secret, token)
+    if known is not None:
+        return known
+    principal, expires = _checked_claims(settings, token)
+    _VERIFIED.put(settings.jwt_secret, token, principal, expires)
+    return principal
+
+
+def _checked_claims(settings: Settings, token: str) -> tuple[Principal, int]:
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -83,7 +127,9 @@ def verify_token(settings: Settings, token: str) -> Principal:
     if role not in ROLES:
         raise unauthorized("The access token names no known role")
     team = claims.get("team") is True
-    return Principal(claims["sub"], role, claims.get("email"), claims.get("kind", "user"), team)
+    kind = claims.get("kind", "user")
+    principal = Principal(claims["sub"], role, claims.get("email"), kind, team)
+    return principal, int(claims["exp"])
 
 
 def bearer_token() -> str | None:

@@ -37,7 +37,7 @@ DOCUMENTED_PREFIXES = ("/api/", "/t/")
 BEARER, API_KEY = "bearerAuth", "apiKeyAuth"
 SECURITY = [{BEARER: []}, {API_KEY: []}]
 NO_SECURITY: list[dict[str, list[str]]] = []
-ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 415, 422, 429)
+ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 414, 415, 422, 429)
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 PROBLEM_JSON = "application/problem+json"
 GENERIC_JSON = {"application/json": {"schema": {"type": "object"}}}
@@ -133,6 +133,8 @@ def error_response_name(status: int) -> str:
 
 
 def _problem_response(status: int) -> dict[str, Any]:
+    if status == 414:  # answered by gunicorn before the app sees the request: not JSON
+        return {"description": "URI Too Long: the request line is over 8190 bytes"}
     response: dict[str, Any] = {
         "description": HTTPStatus(status).phrase,
         "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
@@ -327,7 +329,7 @@ def _responses(
     method: str, facts: ViewFacts, public: bool, has_path_parameters: bool
 ) -> dict[str, Any]:
     responses = _success_responses(facts)
-    errors = {400, 422, 429}
+    errors = {400, 414, 422, 429}
     if not public:
         errors |= {401, 403}
     if has_path_parameters:

@@ -36,6 +36,7 @@ def gateway_config(database_url: str, **overrides: Any) -> dict[str, Any]:
 
 def close_app(app: Flask) -> None:
     app.extensions["gateway.http"].close()
+    app.extensions["gateway.fanout_pool"].shutdown(wait=False, cancel_futures=True)
     app.extensions["crm.db"].dispose()
     limiter = app.extensions.get("gateway.rate_limiter")
     if limiter is not None:

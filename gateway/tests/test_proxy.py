@@ -364,6 +364,47 @@ def test_a_service_that_is_too_slow_is_504(tmp_path, upstream):
     assert elapsed < 1.4
 
 
+def _answering_server(answer: bytes) -> tuple[socket.socket, threading.Thread]:
+    """A server that reads one request, sends `answer` and hangs up."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+def test_a_service_that_breaks_off_a_small_answer_is_502(tmp_path):
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    listener, thread = _answering_server(head + b'{"id": "c-1"')
+    port = listener.getsockname()[1]
+    app = _gateway(tmp_path, f"http://127.0.0.1:{port}")
+    try:
+        response = app.test_client().get("/api/v1/contacts/c-1", headers=token_for(app, "sales"))
+    finally:
+        close_app(app)
+        thread.join(5)
+        listener.close()
+
+    assert response.status_code == 502
+    assert response.mimetype == "application/problem+json"
+    assert response.get_json()["detail"] == "The contacts service gave no valid answer"
+
+
+def test_a_small_answer_is_relayed_whole_with_its_headers(client, gateway, upstream):
+    response = client.get("/api/v1/contacts/c-9?x=1", headers=token_for(gateway, "admin"))
+
+    assert response.status_code == 200
+    assert response.headers["ETag"] == '"v7"'
+    assert int(response.headers["Content-Length"]) == len(response.data)
+    assert response.get_json()["path"] == "/api/v1/contacts/c-9"
+
+
 def test_paths_outside_the_route_table_are_not_forwarded(client, gateway, upstream):
     response = client.get("/api/v1/contacts-old", headers=token_for(gateway, "admin"))
 

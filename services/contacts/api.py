@@ -70,8 +70,8 @@ def create_contact() -> Any:
 
 @contacts_api.get("/<uuid:contact_id>")
 def get_contact(contact_id: Any) -> Any:
-    with current_db().session() as session:
-        return with_etag(contact_view(domain.get_contact(session, str(contact_id))))
+    with current_db().reading() as connection:
+        return with_etag(domain.read_contact(connection, str(contact_id)))
 
 
 @contacts_api.patch("/<uuid:contact_id>")

@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from services.contacts.models import Company, Contact, CustomField, Tag, contact_tags, new_id
@@ -155,6 +157,28 @@ def get_contact(session: Session, contact_id: str, *, for_update: bool = False) 
     if contact is None:
         raise not_found("Contact", contact_id)
     return contact
+
+
+# The statements of `read_contact`, built once: a GET's hot path only binds the id.
+_CONTACT_ROW = select(Contact.__table__).where(Contact.__table__.c.id == bindparam("id"))
+_CONTACT_TAG_NAMES = (
+    select(Tag.name)
+    .join(contact_tags, contact_tags.c.tag_id == Tag.id)
+    .where(contact_tags.c.contact_id == bindparam("id"))
+)
+
+
+def read_contact(connection: Connection, contact_id: str) -> dict[str, Any]:
+    """The contact as the API answers it, read with two plain SELECTs.
+
+    The read path of every single-contact GET (`Database.reading`): no ORM objects are
+    made, so it costs a fraction of `get_contact`, which writers use.
+    """
+    row = connection.execute(_CONTACT_ROW, {"id": str(contact_id)}).first()
+    if row is None:
+        raise not_found("Contact", contact_id)
+    tags = connection.execute(_CONTACT_TAG_NAMES, {"id": row.id}).scalars().all()
+    return contact_view(SimpleNamespace(**row._mapping, tags=sorted(tags)))
 
 
 def find_by_email(session: Session, email: str) -> Contact | None:

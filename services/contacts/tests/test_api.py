@@ -113,6 +113,21 @@ def test_reading_an_unknown_or_malformed_id_is_404(client):
     assert_problem(client.delete("/api/v1/contacts/5b0b6a0e-9d1b-4a43-9d3b-2b7a4c2f0e11"), 404)
 
 
+def test_reading_a_contact_answers_what_its_last_write_answered(client, make_contact):
+    made = make_contact(tags=["zeta", "Alpha", "beta"], custom_fields={}, phone="+1 555")
+    updated = client.patch(
+        f"/api/v1/contacts/{made['id']}",
+        json={"title": "CTO", "lifecycle_stage": "customer"},
+        headers={"If-Match": '"1"'},
+    )
+    assert updated.status_code == 200
+    read = client.get(f"/api/v1/contacts/{made['id']}")
+    assert read.status_code == 200
+    assert read.get_json() == updated.get_json()
+    assert read.get_json()["tags"] == ["Alpha", "beta", "zeta"]
+    assert read.headers["ETag"] == '"2"'
+
+
 def test_an_unsupported_method_is_405_problem(client):
     response = client.put("/api/v1/contacts")
     assert_problem(response, 405)
