@@ -74,11 +74,14 @@ def me() -> Response:
         return jsonify(show(signed_in_user(session)))
 
 
+user_list_query_in = UserListQuerySchema()
+
+
 @api.get("/users")
 def list_users() -> Response:
     """One page of users, filtered by role, active and `q` (email or name)."""
     filters = {k: v for k, v in request.args.items() if k not in PAGING_PARAMS}
-    filters = load_or_422(UserListQuerySchema(), filters)
+    filters = load_or_422(user_list_query_in, filters)
     sort = parse_sort(request.args.get("sort"), USER_SORTS, "created_at")
     limit, cursor = list_params()
     statement = select(User)
@@ -100,6 +103,9 @@ def list_users() -> Response:
         return jsonify(page_answer([show(user) for user in users], next_cursor))
 
 
+user_create_in = UserCreateSchema()
+
+
 @api.post("/users")
 def create_user() -> Response:
     """Add a user (201 with a Location)."""
@@ -107,7 +113,7 @@ def create_user() -> Response:
     try:
         with current_db().session() as session:
             require_admin(session)
-            fields = load_body(UserCreateSchema())
+            fields = load_body(user_create_in)
             user = domain.create_user(session, password_hasher(), fields)
     except IntegrityError:  # the same email, added by a concurrent request
         raise domain.duplicate_email(fields.get("email", "")) from None
@@ -121,12 +127,15 @@ def get_user(user_id: str) -> Response:
         return jsonify(show(domain.get_user(session, user_id)))
 
 
+user_update_in = UserUpdateSchema()
+
+
 @api.patch("/users/<user_id>")
 def update_user(user_id: str) -> Response:
     """Change a user's name, role, active flag or password."""
     with current_db().session() as session:
         require_admin(session)
-        changes = load_body(UserUpdateSchema(), partial=True)
+        changes = load_body(user_update_in, partial=True)
         user = domain.update_user(session, password_hasher(), user_id, changes)
         return jsonify(show(user))
 

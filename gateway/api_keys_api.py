@@ -50,12 +50,15 @@ def require_key_admin(session: Session) -> User:
     return user
 
 
+api_key_create_in = ApiKeyCreateSchema()
+
+
 @api_keys_api.post("")
 def create_api_key() -> Response:
     """Make a key (201): the answer holds the key itself, shown this once only."""
     with current_db().session() as session:
         admin = require_key_admin(session)
-        fields = load_body(ApiKeyCreateSchema())
+        fields = load_body(api_key_create_in)
         new = api_keys.create_api_key(session, fields, admin.id)
     response = created(
         {**show(new.record), "key": new.key}, url_for(".get_api_key", key_id=new.record.id)
@@ -64,11 +67,14 @@ def create_api_key() -> Response:
     return response
 
 
+api_key_list_query_in = ApiKeyListQuerySchema()
+
+
 @api_keys_api.get("")
 def list_api_keys() -> Response:
     """One page of the keys not revoked, optionally of one role."""
     filters = {k: v for k, v in request.args.items() if k not in PAGING_PARAMS}
-    filters = load_or_422(ApiKeyListQuerySchema(), filters)
+    filters = load_or_422(api_key_list_query_in, filters)
     sort = parse_sort(request.args.get("sort"), API_KEY_SORTS, "created_at")
     limit, cursor = list_params()
     statement = select(ApiKey).where(ApiKey.revoked_at.is_(None))

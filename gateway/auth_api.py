@@ -43,6 +43,9 @@ def token_answer(settings: Settings, user: User, refresh_token: str) -> Response
     return response
 
 
+token_request_in = TokenRequestSchema()
+
+
 @auth_api.post("/token")
 @documented(**REFUSED)
 def create_token() -> Response:
@@ -50,7 +53,7 @@ def create_token() -> Response:
 
     429 with Retry-After once the email or the client has failed too often lately.
     """
-    credentials = load_body(TokenRequestSchema())
+    credentials = load_body(token_request_in)
     email = credentials["email"]
     settings, db = current_settings(), current_db()
     with db.session() as session:
@@ -62,6 +65,9 @@ def create_token() -> Response:
     return token_answer(settings, user, refresh_token)
 
 
+refresh_request_in = RefreshRequestSchema()
+
+
 @auth_api.post("/refresh")
 @documented(**REFUSED)
 def refresh() -> Response:
@@ -69,7 +75,7 @@ def refresh() -> Response:
 
     The presented token is spent; presenting it again revokes every token of its family.
     """
-    presented = load_body(RefreshRequestSchema())["refresh_token"]
+    presented = load_body(refresh_request_in)["refresh_token"]
     settings = current_settings()
     with current_db().session() as session:
         outcome = tokens.rotate_refresh_token(session, settings, presented)
@@ -82,7 +88,7 @@ def refresh() -> Response:
 @auth_api.post("/logout")
 def logout() -> Response:
     """Revoke the refresh token's family (204, also for a token already unknown)."""
-    presented = load_body(RefreshRequestSchema())["refresh_token"]
+    presented = load_body(refresh_request_in)["refresh_token"]
     with current_db().session() as session:
         tokens.revoke_family_of(session, presented)
     return no_content()

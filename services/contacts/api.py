@@ -104,9 +104,12 @@ def delete_contact(contact_id: Any) -> Any:
     return no_content()
 
 
+search_in = SearchSchema()
+
+
 @contacts_api.post("/search")
 def search_contacts() -> Any:
-    spec = load_body(SearchSchema())
+    spec = load_body(search_in)
     sort = parse_sort(spec["sort"], CONTACT_SORTS, "-created_at")
     condition = search_condition(spec["filter_groups"], SEARCH_FIELDS, custom_field)
     statement = select(Contact).where(condition)
@@ -119,9 +122,12 @@ def search_contacts() -> Any:
         return page_answer([contact_view(c) for c in rows], next_cursor)
 
 
+batch_inputs_in = BatchInputsSchema()
+
+
 @contacts_api.post("/batch/create")
 def batch_create() -> Any:
-    inputs = load_body(BatchInputsSchema())["inputs"]
+    inputs = load_body(batch_inputs_in)["inputs"]
     actor = actor_id()
 
     def apply(session: Session, raw: Any) -> Contact:
@@ -132,7 +138,7 @@ def batch_create() -> Any:
 
 @contacts_api.post("/batch/update")
 def batch_update() -> Any:
-    inputs = load_body(BatchInputsSchema())["inputs"]
+    inputs = load_body(batch_inputs_in)["inputs"]
 
     def apply(session: Session, raw: Any) -> Contact:
         changes = load_or_422(contact_in, raw, partial=True)
@@ -144,15 +150,21 @@ def batch_update() -> Any:
     return run_batch(inputs, apply, contact_view, 200)
 
 
+batch_read_in = BatchReadSchema()
+
+
 @contacts_api.post("/batch/read")
 def batch_read() -> Any:
-    ids = [str(i) for i in load_body(BatchReadSchema())["ids"]]
+    ids = [str(i) for i in load_body(batch_read_in)["ids"]]
     return read_batch(ids, Contact, contact_view)
+
+
+merge_in = MergeSchema()
 
 
 @contacts_api.post("/<uuid:contact_id>/merge")
 def merge_contact(contact_id: Any) -> Any:
-    duplicate_id = str(load_body(MergeSchema())["duplicate_id"])
+    duplicate_id = str(load_body(merge_in)["duplicate_id"])
     with current_db().session() as session:
         contact = domain.get_contact(session, str(contact_id), for_update=True)
         if duplicate_id == contact.id:

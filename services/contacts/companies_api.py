@@ -140,10 +140,13 @@ def list_custom_fields() -> Any:
         return page_answer([custom_field_view(f) for f in session.scalars(statement)], None)
 
 
+custom_field_in_in = CustomFieldInSchema()
+
+
 @companies_api.post("/custom-fields")
 @idempotent
 def create_custom_field() -> Any:
-    data = load_body(CustomFieldInSchema())
+    data = load_body(custom_field_in_in)
     with current_db().session() as session:
         if domain.field_definitions(session, data["entity"]).get(data["name"]):
             raise conflict(f"A {data['entity']} field named {data['name']!r} exists already")
@@ -170,9 +173,12 @@ def get_custom_field(field_id: Any) -> Any:
         return custom_field_view(_get_field(session, field_id))
 
 
+custom_field_patch_in = CustomFieldPatchSchema()
+
+
 @companies_api.patch("/custom-fields/<uuid:field_id>")
 def update_custom_field(field_id: Any) -> Any:
-    changes = load_body(CustomFieldPatchSchema(), partial=True)
+    changes = load_body(custom_field_patch_in, partial=True)
     with current_db().session() as session:
         field = _get_field(session, field_id)
         if (

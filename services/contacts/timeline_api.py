@@ -45,10 +45,13 @@ def list_notes(contact_id: Any) -> Any:
         return page_answer([note_view(n) for n in rows], next_cursor)
 
 
+note_in_in = NoteInSchema()
+
+
 @timeline_api.post("/notes")
 @idempotent
 def add_note(contact_id: Any) -> Any:
-    data = load_body(NoteInSchema())
+    data = load_body(note_in_in)
     with current_db().session() as session:
         contact = domain.get_contact(session, str(contact_id))
         note = timeline.add_note(session, contact, data["body"], current_principal().subject)
@@ -65,7 +68,7 @@ def get_note(contact_id: Any, note_id: Any) -> Any:
 
 @timeline_api.patch("/notes/<uuid:note_id>")
 def update_note(contact_id: Any, note_id: Any) -> Any:
-    data = load_body(NoteInSchema())
+    data = load_body(note_in_in)
     with current_db().session() as session:
         contact = domain.get_contact(session, str(contact_id))
         note = timeline.get_note(session, contact, str(note_id))
@@ -97,10 +100,13 @@ def list_interactions(contact_id: Any) -> Any:
         return page_answer([timeline.entry_view(i, scoped_owner) for i in rows], next_cursor)
 
 
+interaction_in_in = InteractionInSchema()
+
+
 @timeline_api.post("/interactions")
 @idempotent
 def log_interaction(contact_id: Any) -> Any:
-    data = load_body(InteractionInSchema())
+    data = load_body(interaction_in_in)
     with current_db().session() as session:
         contact = domain.get_contact(session, str(contact_id), for_update=True)
         entry = timeline.log_interaction(session, contact, data, current_principal().subject)

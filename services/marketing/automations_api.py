@@ -180,6 +180,9 @@ class RulePatchSchema(StrictSchema):
         return data
 
 
+rule_patch_in = RulePatchSchema()
+
+
 class RuleInSchema(RulePatchSchema):
     """A new rule: a name, a trigger and its actions; disabled unless `enabled`."""
 
@@ -193,6 +196,9 @@ class RuleInSchema(RulePatchSchema):
             raise ValidationError("A rule needs an action (or a list of actions).", "actions")
 
 
+rule_in_in = RuleInSchema()
+
+
 class RuleListArgsSchema(StrictSchema):
     enabled = fields.Boolean()
     event_type = fields.String(validate=validate.OneOf(automations.TRIGGER_TYPES))
@@ -202,10 +208,16 @@ class RuleListArgsSchema(StrictSchema):
     cursor = fields.String()
 
 
+rule_list_query = RuleListArgsSchema()
+
+
 class RunListArgsSchema(StrictSchema):
     status = fields.String(validate=validate.OneOf(automations.RUN_STATUSES))
     limit = fields.String()
     cursor = fields.String()
+
+
+run_list_query = RunListArgsSchema()
 
 
 # --- HTTP -------------------------------------------------------------------------------
@@ -219,7 +231,7 @@ def writer() -> None:
 @automations_api.get(BASE)
 def list_rules() -> Any:
     """Rules, newest first (or ?sort=), filtered by ?enabled=, ?event_type=, ?q=, paged."""
-    args = parse_args(RuleListArgsSchema())
+    args = parse_args(rule_list_query)
     limit, cursor = list_params()
     sort = parse_sort(args.get("sort"), RULE_SORTS, "-created_at")
     statement = select(AutomationRule)
@@ -242,7 +254,7 @@ def list_rules() -> Any:
 def create() -> Any:
     """Create a rule (201, Location, ETag)."""
     writer()
-    data = load_body(RuleInSchema())
+    data = load_body(rule_in_in)
     with current_db().session() as session:
         body = automations.rule_view(automations.create_rule(session, data))
     return created_with_etag(body, f"/api/v1{BASE}/{body['id']}")
@@ -259,7 +271,7 @@ def get(rule_id: Any) -> Any:
 def update(rule_id: Any) -> Any:
     """Change a rule (If-Match honoured)."""
     writer()
-    changes, version = load_body(RulePatchSchema()), expected_version()
+    changes, version = load_body(rule_patch_in), expected_version()
     with current_db().session() as session:
         rule = automations.get_rule(session, rule_id, for_update=True)
         automations.update_rule(session, rule, changes, expected_version=version)
@@ -280,7 +292,7 @@ def delete(rule_id: Any) -> Any:
 @automations_api.get(f"{BASE}/<uuid:rule_id>/runs")
 def runs(rule_id: Any) -> Any:
     """The rule's runs, newest first: {id, trigger_key, contact_id, status, reason, ...}."""
-    args = parse_args(RunListArgsSchema())
+    args = parse_args(run_list_query)
     limit, cursor = list_params()
     statement = select(AutomationRun).where(AutomationRun.rule_id == str(rule_id))
     if "status" in args:

@@ -85,6 +85,9 @@ class CampaignPatchSchema(StrictSchema):
             raise ValidationError(campaigns.BOTH_CONTENTS, "template")
 
 
+campaign_patch_in = CampaignPatchSchema()
+
+
 class CampaignInSchema(CampaignPatchSchema):
     """A new campaign (a draft): a name and a segment; the content may come later."""
 
@@ -93,10 +96,16 @@ class CampaignInSchema(CampaignPatchSchema):
     segment_id = fields.UUID(required=True)
 
 
+campaign_in_in = CampaignInSchema()
+
+
 class LaunchSchema(StrictSchema):
     """When to send: now (no scheduled_at), or at a future moment."""
 
     scheduled_at = fields.AwareDateTime(allow_none=True, load_default=None)
+
+
+launch_in = LaunchSchema()
 
 
 class CampaignListArgsSchema(StrictSchema):
@@ -108,10 +117,16 @@ class CampaignListArgsSchema(StrictSchema):
     cursor = fields.String()
 
 
+campaign_list_query = CampaignListArgsSchema()
+
+
 class RecipientArgsSchema(StrictSchema):
     status = fields.String(validate=validate.OneOf(campaigns.RECIPIENT_STATUSES))
     limit = fields.String()
     cursor = fields.String()
+
+
+recipient_query = RecipientArgsSchema()
 
 
 # --- HTTP -------------------------------------------------------------------------------
@@ -129,7 +144,7 @@ def _answer(campaign: Campaign, status: int = 200) -> Any:
 @campaigns_api.get(BASE)
 def list_campaigns() -> Any:
     """Campaigns, newest first (or ?sort=), filtered by ?status=, ?segment_id=, ?q=, paged."""
-    args = parse_args(CampaignListArgsSchema())
+    args = parse_args(campaign_list_query)
     limit, cursor = list_params()
     sort = parse_sort(args.get("sort"), CAMPAIGN_SORTS, "-created_at")
     statement = select(Campaign)
@@ -150,7 +165,7 @@ def list_campaigns() -> Any:
 def create() -> Any:
     """Create a draft (201, Location, ETag)."""
     writer()
-    data = load_body(CampaignInSchema())
+    data = load_body(campaign_in_in)
     with current_db().session() as session:
         body = campaigns.campaign_view(campaigns.create_campaign(session, data))
     return created_with_etag(body, f"/api/v1{BASE}/{body['id']}")
@@ -167,7 +182,7 @@ def get(campaign_id: Any) -> Any:
 def update(campaign_id: Any) -> Any:
     """Change a draft or scheduled campaign (If-Match honoured)."""
     writer()
-    changes, version = load_body(CampaignPatchSchema()), expected_version()
+    changes, version = load_body(campaign_patch_in), expected_version()
     with current_db().session() as session:
         campaign = campaigns.get_campaign(session, campaign_id, for_update=True)
         campaigns.update_campaign(session, campaign, changes, expected_version=version)
@@ -197,7 +212,7 @@ def _optional_body(schema: StrictSchema) -> Any:
 def launch(campaign_id: Any) -> Any:
     """Send now or at {scheduled_at}: 202 at once (the worker fans out); 409 if launched."""
     writer()
-    data, version = _optional_body(LaunchSchema()), expected_version()
+    data, version = _optional_body(launch_in), expected_version()
     with current_db().session() as session:
         campaign = campaigns.get_campaign(session, campaign_id, for_update=True)
         check_version(campaign.version, version)
@@ -205,12 +220,15 @@ def launch(campaign_id: Any) -> Any:
         return _answer(campaign, 202)
 
 
+strict_in = StrictSchema()
+
+
 @campaigns_api.post(f"{BASE}/<uuid:campaign_id>/cancel")
 @idempotent
 def cancel(campaign_id: Any) -> Any:
     """Cancel a scheduled campaign, or stop a sending one; 409 otherwise."""
     writer()
-    _optional_body(StrictSchema())
+    _optional_body(strict_in)
     with current_db().session() as session:
         campaign = campaigns.get_campaign(session, campaign_id, for_update=True)
         check_version(campaign.version, expected_version())
@@ -220,7 +238,7 @@ def cancel(campaign_id: Any) -> Any:
 @campaigns_api.get(f"{BASE}/<uuid:campaign_id>/recipients")
 def recipients(campaign_id: Any) -> Any:
     """The frozen recipients by contact id: {contact_id, email, status, message_id, ...}."""
-    args = parse_args(RecipientArgsSchema())
+    args = parse_args(recipient_query)
     limit, cursor = list_params()
     statement = select(CampaignRecipient).where(CampaignRecipient.campaign_id == str(campaign_id))
     if "status" in args:

@@ -53,6 +53,9 @@ class SuppressionInSchema(StrictSchema):
     )
 
 
+suppression_in_in = SuppressionInSchema()
+
+
 class SuppressionArgsSchema(StrictSchema):
     email = fields.Email(validate=EMAIL)
     reason = fields.String(validate=validate.OneOf(suppressions.REASONS))
@@ -61,8 +64,14 @@ class SuppressionArgsSchema(StrictSchema):
     cursor = fields.String()
 
 
+suppression_query = SuppressionArgsSchema()
+
+
 class LiftArgsSchema(StrictSchema):
     force = fields.Boolean(load_default=False)
+
+
+lift_query = LiftArgsSchema()
 
 
 class RecordArgsSchema(StrictSchema):
@@ -76,6 +85,9 @@ class RecordArgsSchema(StrictSchema):
     cursor = fields.String()
 
 
+record_query = RecordArgsSchema()
+
+
 def _origin() -> Origin:
     return Origin("api", actor_id=current_principal().subject)
 
@@ -83,7 +95,7 @@ def _origin() -> Origin:
 @consent_api.get(SUPPRESSIONS)
 def list_suppressions() -> Any:
     """Suppressions, newest first (or ?sort=), filtered by ?email= and ?reason=, paged."""
-    args = parse_args(SuppressionArgsSchema())
+    args = parse_args(suppression_query)
     limit, cursor = list_params()
     sort = parse_sort(args.get("sort"), SUPPRESSION_SORTS, "-created_at")
     statement = select(Suppression)
@@ -116,7 +128,7 @@ def read_suppression(email: str) -> Any:
 def add_suppression() -> Any:
     """Suppress an address by hand (201; 200 when it was suppressed already)."""
     require_role("marketing")
-    data = load_body(SuppressionInSchema())
+    data = load_body(suppression_in_in)
     with current_db().session() as session:
         new = suppressions.suppression_of(session, data["email"], lock=True) is None
         suppressions.suppress(session, data["email"], data["reason"], _origin())
@@ -132,7 +144,7 @@ def add_suppression() -> Any:
 def lift_suppression(email: str) -> Any:
     """Lift a suppression (204): manual freely, others by an admin with ?force=true."""
     require_role("marketing")
-    force = parse_args(LiftArgsSchema())["force"]
+    force = parse_args(lift_query)["force"]
     if force:
         require_role()  # forcing is for admins only
     with current_db().session() as session:
@@ -143,7 +155,7 @@ def lift_suppression(email: str) -> Any:
 @consent_api.get(RECORDS)
 def list_records() -> Any:
     """The consent ledger, newest first, filtered by contact, list, address, action, source."""
-    args = parse_args(RecordArgsSchema())
+    args = parse_args(record_query)
     limit, cursor = list_params()
     sort = parse_sort(args.get("sort"), RECORD_SORTS, "-occurred_at")
     statement = select(ConsentRecord)

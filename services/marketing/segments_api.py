@@ -80,6 +80,9 @@ class SegmentPatchSchema(StrictSchema):
             raise ValidationError({"filter": error.errors or {}}) from None
 
 
+segment_patch_in = SegmentPatchSchema()
+
+
 class SegmentInSchema(SegmentPatchSchema):
     """A new segment: a name; a filter when dynamic (the default kind)."""
 
@@ -100,6 +103,9 @@ class SegmentInSchema(SegmentPatchSchema):
             raise ValidationError(segments.STATIC_HAS_NO_FILTER, "filter")
 
 
+segment_in_in = SegmentInSchema()
+
+
 class SegmentListArgsSchema(StrictSchema):
     """The list's query parameters."""
 
@@ -110,11 +116,17 @@ class SegmentListArgsSchema(StrictSchema):
     cursor = fields.String()
 
 
+segment_list_query = SegmentListArgsSchema()
+
+
 class PageArgsSchema(StrictSchema):
     """A page of members: limit and cursor only."""
 
     limit = fields.String()
     cursor = fields.String()
+
+
+page_query = PageArgsSchema()
 
 
 class MembersInSchema(StrictSchema):
@@ -123,6 +135,9 @@ class MembersInSchema(StrictSchema):
     contact_ids = fields.List(
         fields.UUID(), required=True, validate=validate.Length(min=1, max=segments.MAX_ADDED)
     )
+
+
+members_in_in = MembersInSchema()
 
 
 # --- HTTP -------------------------------------------------------------------------------
@@ -136,7 +151,7 @@ def writer() -> None:
 @segments_api.get(BASE)
 def list_segments() -> Any:
     """Segments sorted by name (or ?sort=), filtered by ?kind= and ?q=, paged."""
-    args = parse_args(SegmentListArgsSchema())
+    args = parse_args(segment_list_query)
     limit, cursor = list_params()
     sort = parse_sort(args.get("sort"), SEGMENT_SORTS, "name")
     statement = select(Segment)
@@ -155,7 +170,7 @@ def list_segments() -> Any:
 def create() -> Any:
     """Create a segment (201, Location, ETag)."""
     writer()
-    data = load_body(SegmentInSchema())
+    data = load_body(segment_in_in)
     with current_db().session() as session:
         body = segments.segment_view(session, segments.create_segment(session, data))
     return created_with_etag(body, f"/api/v1{BASE}/{body['id']}")
@@ -173,7 +188,7 @@ def get(segment_id: Any) -> Any:
 def update(segment_id: Any) -> Any:
     """Change a segment (If-Match honoured)."""
     writer()
-    changes, version = load_body(SegmentPatchSchema()), expected_version()
+    changes, version = load_body(segment_patch_in), expected_version()
     with current_db().session() as session:
         segment = segments.get_segment(session, segment_id, for_update=True)
         segments.update_segment(session, segment, changes, expected_version=version)
@@ -195,7 +210,7 @@ def delete(segment_id: Any) -> Any:
 @segments_api.get(f"{BASE}/<uuid:segment_id>/members")
 def members(segment_id: Any) -> Any:
     """The members now, by email: {id, email, first_name, last_name, lifecycle_stage}."""
-    parse_args(PageArgsSchema())
+    parse_args(page_query)
     limit, cursor = list_params()
     with current_db().session() as session:
         segment = segments.get_segment(session, segment_id)
@@ -219,7 +234,7 @@ def count(segment_id: Any) -> Any:
 def add_members(segment_id: Any) -> Any:
     """Add contacts to a static segment: {added, member_count}; 409 for a dynamic one."""
     writer()
-    data = load_body(MembersInSchema())
+    data = load_body(members_in_in)
     with current_db().session() as session:
         segment = segments.get_segment(session, segment_id, for_update=True)
         added = segments.add_members(session, segment, data["contact_ids"])

@@ -83,6 +83,9 @@ class ListPatchSchema(StrictSchema):
     double_opt_in = fields.Boolean()
 
 
+list_patch_in = ListPatchSchema()
+
+
 class ListInSchema(ListPatchSchema):
     """A new mailing list: a name at least."""
 
@@ -94,11 +97,17 @@ class ListInSchema(ListPatchSchema):
     double_opt_in = fields.Boolean(load_default=False)
 
 
+list_in_in = ListInSchema()
+
+
 class ListArgsSchema(StrictSchema):
     q = fields.String(validate=validate.Length(max=200))
     sort = fields.String()
     limit = fields.String()
     cursor = fields.String()
+
+
+list_query = ListArgsSchema()
 
 
 class SubscriptionInSchema(StrictSchema):
@@ -123,6 +132,9 @@ class SubscriptionInSchema(StrictSchema):
             raise ValidationError("Only subscribing can ask for double opt-in.", "double_opt_in")
 
 
+subscription_in_in = SubscriptionInSchema()
+
+
 class SubscriptionArgsSchema(StrictSchema):
     contact_id = fields.UUID()
     list_id = fields.UUID()
@@ -131,6 +143,9 @@ class SubscriptionArgsSchema(StrictSchema):
     sort = fields.String()
     limit = fields.String()
     cursor = fields.String()
+
+
+subscription_query = SubscriptionArgsSchema()
 
 
 def list_view(sub_list: SubscriptionList) -> dict[str, Any]:
@@ -244,7 +259,7 @@ def writer() -> None:
 @subscriptions_api.get(LISTS)
 def list_lists() -> Any:
     """Mailing lists sorted by name (or ?sort=), filtered by ?q=, paged."""
-    args = parse_args(ListArgsSchema())
+    args = parse_args(list_query)
     limit, cursor = list_params()
     sort = parse_sort(args.get("sort"), LIST_SORTS, "name")
     statement = select(SubscriptionList)
@@ -263,7 +278,7 @@ def list_lists() -> Any:
 def create_list_route() -> Any:
     """Create a mailing list (201, Location, ETag); 409 if the name is taken."""
     writer()
-    data = load_body(ListInSchema())
+    data = load_body(list_in_in)
     with current_db().session() as session:
         body = list_view(create_list(session, data))
     return created_with_etag(body, f"/api/v1{LISTS}/{body['id']}")
@@ -279,7 +294,7 @@ def read_list(list_id: Any) -> Any:
 def update_list_route(list_id: Any) -> Any:
     """Change a mailing list (If-Match honoured)."""
     writer()
-    changes, version = load_body(ListPatchSchema()), expected_version()
+    changes, version = load_body(list_patch_in), expected_version()
     with current_db().session() as session:
         sub_list = get_list(session, list_id, for_update=True)
         body = list_view(update_list(session, sub_list, changes, version))
@@ -310,7 +325,7 @@ def _list_names(session: Session, rows: list[Subscription]) -> dict[str, str]:
 @subscriptions_api.get(SUBSCRIPTIONS)
 def list_subscriptions() -> Any:
     """Subscriptions, oldest first (or ?sort=), filtered by contact, list, status, source."""
-    args = parse_args(SubscriptionArgsSchema())
+    args = parse_args(subscription_query)
     limit, cursor = list_params()
     sort = parse_sort(args.get("sort"), SUBSCRIPTION_SORTS, "created_at")
     statement = select(Subscription)
@@ -367,7 +382,7 @@ def set_subscription(session: Session, data: Mapping[str, Any]) -> tuple[Subscri
 def post_subscription() -> Any:
     """Subscribe or unsubscribe a contact (201 for a new row, else 200)."""
     writer()
-    data = load_body(SubscriptionInSchema())
+    data = load_body(subscription_in_in)
     with current_db().session() as session:
         row, new = set_subscription(session, data)
         body = subscription_view(row, _list_names(session, [row]).get(row.list_id))

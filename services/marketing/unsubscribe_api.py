@@ -52,12 +52,18 @@ class ScopeArgsSchema(StrictSchema):
     scope = fields.String(validate=validate.OneOf(SCOPES))
 
 
+scope_query = ScopeArgsSchema()
+
+
 class OneClickSchema(ScopeArgsSchema):
     """What an RFC 8058 one-click POST (or our own page's button) sends."""
 
     list_unsubscribe = fields.String(
         data_key="List-Unsubscribe", validate=validate.Equal("One-Click")
     )
+
+
+one_click_in = OneClickSchema()
 
 
 def client_origin(source: str) -> Origin:
@@ -119,7 +125,7 @@ def _posted_choice() -> dict[str, Any]:
         if not request.get_data(cache=True):
             return {}
         if request.mimetype in FORM_TYPES:
-            return load_or_422(OneClickSchema(), form_fields())
+            return load_or_422(one_click_in, form_fields())
     except RequestEntityTooLarge:
         raise too_large from None
     if not request.is_json:
@@ -127,7 +133,7 @@ def _posted_choice() -> dict[str, Any]:
     data = json_body()
     if not isinstance(data, dict):
         raise ApiError(400, "Bad Request", "The request body must be a JSON object")
-    return load_or_422(OneClickSchema(), data)
+    return load_or_422(one_click_in, data)
 
 
 def _unsubscribe(token: str, scope: str | None) -> Response:
@@ -147,7 +153,7 @@ def _unsubscribe(token: str, scope: str | None) -> Response:
 @unsubscribe_api.get("/unsubscribe/<token>")
 def unsubscribe_link(token: str) -> Response:
     """Unsubscribe the link's contact from its list (`?scope=all`: from every list)."""
-    return _unsubscribe(token, parse_args(ScopeArgsSchema()).get("scope"))
+    return _unsubscribe(token, parse_args(scope_query).get("scope"))
 
 
 @unsubscribe_api.post("/unsubscribe/<token>")
@@ -158,10 +164,13 @@ def one_click_unsubscribe(token: str) -> Response:
     return _unsubscribe(token, _posted_choice().get("scope"))
 
 
+strict_query = StrictSchema()
+
+
 @unsubscribe_api.get("/subscriptions/confirm/<token>")
 def confirm_subscription(token: str) -> Response:
     """Confirm a double opt-in subscription from the link mailed for it."""
-    parse_args(StrictSchema())
+    parse_args(strict_query)
     claim = unsubscribe.read_confirm_token(current_settings(), token)
     if claim is None:
         raise _invalid_link()

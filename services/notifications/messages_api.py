@@ -39,6 +39,9 @@ class MessageInSchema(StrictSchema):
     contact_id = fields.UUID(allow_none=True)
 
 
+message_in_in = MessageInSchema()
+
+
 class MessageListArgsSchema(StrictSchema):
     """The delivery log's filters and paging."""
 
@@ -50,6 +53,9 @@ class MessageListArgsSchema(StrictSchema):
     sort = fields.String()
     limit = fields.String()
     cursor = fields.String()
+
+
+message_list_query = MessageListArgsSchema()
 
 
 def message_view(message: Message, *, with_bodies: bool = False) -> dict[str, Any]:
@@ -97,7 +103,7 @@ def list_statement(args: dict[str, Any]) -> Any:
 @messages_api.get("/messages")
 def list_messages() -> Any:
     """The delivery log, newest first, filtered and paged."""
-    args = parse_args(MessageListArgsSchema())
+    args = parse_args(message_list_query)
     limit, cursor = list_params()
     sort = parse_sort(args.get("sort"), MESSAGE_SORTS, "-created_at")
     with current_db().session() as session:
@@ -122,7 +128,7 @@ def get_message(message_id: Any) -> Any:
 def send_message() -> Any:
     """Send one email now: 202 with the queued message (failed at once if suppressed)."""
     require_role(*SENDER_ROLES)
-    data = load_body(MessageInSchema())
+    data = load_body(message_in_in)
     with current_db().session() as session:
         message = queue_message(
             session,

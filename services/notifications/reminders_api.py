@@ -42,6 +42,9 @@ class ReminderListArgsSchema(StrictSchema):
     cursor = fields.String()
 
 
+reminder_list_query = ReminderListArgsSchema()
+
+
 def reminder_view(reminder: Reminder) -> dict[str, Any]:
     """A reminder as the API answers it."""
     return {
@@ -73,7 +76,7 @@ def get_reminder(session: Session, reminder_id: Any, *, for_update: bool = False
 @reminders_api.get(BASE)
 def list_reminders() -> Any:
     """Reminders by due date (or ?sort=), filtered by owner_id, task_id, status; paged."""
-    args = parse_args(ReminderListArgsSchema())
+    args = parse_args(reminder_list_query)
     limit, cursor = list_params()
     sort = parse_sort(args.get("sort"), REMINDER_SORTS, "due_at")
     statement = select(Reminder)

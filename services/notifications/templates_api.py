@@ -94,6 +94,9 @@ class TemplatePatchSchema(StrictSchema):
     description = fields.String(allow_none=True, validate=validate.Length(max=1000))
 
 
+template_patch_in = TemplatePatchSchema()
+
+
 class TemplateInSchema(TemplatePatchSchema):
     """A new template: a name, a subject and a text body at least."""
 
@@ -107,6 +110,9 @@ class TemplateInSchema(TemplatePatchSchema):
     category = fields.String(load_default="transactional", validate=validate.OneOf(CATEGORIES))
 
 
+template_in_in = TemplateInSchema()
+
+
 class TemplateListArgsSchema(StrictSchema):
     """The list's query parameters."""
 
@@ -117,10 +123,16 @@ class TemplateListArgsSchema(StrictSchema):
     cursor = fields.String()
 
 
+template_list_query = TemplateListArgsSchema()
+
+
 class PreviewSchema(StrictSchema):
     """The variables to render a stored template with."""
 
     variables = fields.Dict(keys=fields.String(), load_default=dict)
+
+
+preview_in = PreviewSchema()
 
 
 class InlinePreviewSchema(PreviewSchema):
@@ -129,6 +141,9 @@ class InlinePreviewSchema(PreviewSchema):
     subject = _subject(required=True)
     body_text = _body(html=False, load_default="")
     body_html = _body(html=True, allow_none=True, load_default=None)
+
+
+inline_preview_in = InlinePreviewSchema()
 
 
 def template_view(template: Template) -> dict[str, Any]:
@@ -244,7 +259,7 @@ def writer() -> None:
 @templates_api.get(BASE)
 def list_templates() -> Any:
     """Templates sorted by name (or ?sort=), filtered by ?category= and ?q=, paged."""
-    args = parse_args(TemplateListArgsSchema(), request.args)
+    args = parse_args(template_list_query, request.args)
     limit, cursor = list_params()
     sort = parse_sort(args.get("sort"), TEMPLATE_SORTS, "name")
     statement = select(Template)
@@ -263,7 +278,7 @@ def list_templates() -> Any:
 def create() -> Any:
     """Create a template (201, Location, ETag); 409 if the name is taken."""
     writer()
-    data = load_body(TemplateInSchema())
+    data = load_body(template_in_in)
     with current_db().session() as session:
         body = template_view(create_template(session, data))
     return created_with_etag(body, f"/api/v1{BASE}/{body['id']}")
@@ -280,7 +295,7 @@ def get(template_id: Any) -> Any:
 def update(template_id: Any) -> Any:
     """Change a template (If-Match honoured)."""
     writer()
-    changes, version = load_body(TemplatePatchSchema()), expected_version()
+    changes, version = load_body(template_patch_in), expected_version()
     with current_db().session() as session:
         template = get_template(session, template_id, for_update=True)
         body = template_view(update_template(session, template, changes, expected_version=version))
@@ -302,7 +317,7 @@ def delete(template_id: Any) -> Any:
 def preview(template_id: Any) -> Any:
     """The template rendered with `variables`: {subject, body_text, body_html}; 422 if one
     it uses is missing."""
-    data = load_body(PreviewSchema())
+    data = load_body(preview_in)
     with current_db().session() as session:
         template = get_template(session, template_id)
         return rendered_view(templates.render_template(template, data["variables"]))
@@ -311,7 +326,7 @@ def preview(template_id: Any) -> Any:
 @templates_api.post(f"{BASE}/preview")
 def preview_inline() -> Any:
     """Inline content (subject, body_text, body_html) rendered with `variables`."""
-    data = load_body(InlinePreviewSchema())
+    data = load_body(inline_preview_in)
     rendered = templates.render_source(
         data["subject"], data["body_text"], data["body_html"], data["variables"]
     )

@@ -85,11 +85,17 @@ class WebhookInSchema(StrictSchema):
         return data
 
 
+webhook_in_in = WebhookInSchema()
+
+
 class WebhookListArgsSchema(StrictSchema):
     active = fields.Boolean()
     sort = fields.String()
     limit = fields.String()
     cursor = fields.String()
+
+
+webhook_list_query = WebhookListArgsSchema()
 
 
 class DeliveryListArgsSchema(StrictSchema):
@@ -99,8 +105,14 @@ class DeliveryListArgsSchema(StrictSchema):
     cursor = fields.String()
 
 
+delivery_list_query = DeliveryListArgsSchema()
+
+
 class NoBodySchema(StrictSchema):
     """An action that takes no fields (an empty object, or no body at all)."""
+
+
+no_body_in = NoBodySchema()
 
 
 # --- representations -----------------------------------------------------------------------
@@ -157,7 +169,7 @@ def delivery_view(delivery: WebhookDelivery, *, with_payload: bool = False) -> d
 def list_webhooks() -> Any:
     """Webhooks, oldest first (or ?sort=), filtered by ?active=, paged."""
     require_role()
-    args = parse_args(WebhookListArgsSchema())
+    args = parse_args(webhook_list_query)
     limit, cursor = list_params()
     sort = parse_sort(args.get("sort"), WEBHOOK_SORTS, "created_at")
     statement = select(Webhook)
@@ -175,7 +187,7 @@ def list_webhooks() -> Any:
 def create() -> Any:
     """Create a webhook (201); the answer carries the secret, this once."""
     require_role()
-    data = load_body(WebhookInSchema())
+    data = load_body(webhook_in_in)
     with current_db().session() as session:
         body = webhook_view(webhooks.create_webhook(session, data), with_secret=True)
     return created_with_etag(body, f"/api/v1{BASE}/{body['id']}")
@@ -193,7 +205,7 @@ def get(webhook_id: Any) -> Any:
 def update(webhook_id: Any) -> Any:
     """Change a webhook (If-Match honoured); `active: true` re-enables a disabled one."""
     require_role()
-    changes = load_body(WebhookInSchema(), partial=True)
+    changes = load_body(webhook_in_in, partial=True)
     if "id" in changes:
         raise invalid({"id": ["The id cannot change."]})
     with current_db().session() as session:
@@ -218,7 +230,7 @@ def delete(webhook_id: Any) -> Any:
 def list_deliveries(webhook_id: Any) -> Any:
     """A webhook's deliveries, newest first, filtered by ?status= and ?event_type=."""
     require_role()
-    args = parse_args(DeliveryListArgsSchema())
+    args = parse_args(delivery_list_query)
     limit, cursor = list_params()
     statement = select(WebhookDelivery).where(WebhookDelivery.webhook_id == str(webhook_id))
     for name in ("status", "event_type"):
@@ -246,7 +258,7 @@ def replay(webhook_id: Any, delivery_id: Any) -> Any:
     """Queue a failed (or delivered) delivery again, due now; 409 if it is pending."""
     require_role()
     if request.get_data(cache=True):
-        load_body(NoBodySchema())
+        load_body(no_body_in)
     with current_db().session() as session:
         delivery = webhooks.get_delivery(session, webhook_id, delivery_id, for_update=True)
         body = delivery_view(webhooks.replay_delivery(session, delivery))

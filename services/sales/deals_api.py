@@ -63,10 +63,13 @@ def _changes() -> dict[str, Any]:
     return changes
 
 
+deal_list_query = DealListArgsSchema()
+
+
 @deals_api.get("/deals")
 def list_deals() -> Any:
     """Deals matching the filters (status, pipeline, stage, owner, close dates, q), paged."""
-    args = parse_args(DealListArgsSchema(), request.args)
+    args = parse_args(deal_list_query, request.args)
     limit, cursor = list_params()
     sort = parse_sort(args.get("sort"), DEAL_SORTS, DEFAULT_SORT)
     with current_db().session() as session:
@@ -123,11 +126,14 @@ def _act(deal_id: Any, action: Callable[[Session, Deal], Deal]) -> Response:
     return with_etag(body)
 
 
+win_in = WinSchema()
+
+
 @deals_api.post("/deals/<uuid:deal_id>/win")
 def win_deal(deal_id: Any) -> Any:
     """Mark an open deal won, now or at `closed_at`."""
     writer_id()
-    data, version = optional_body(WinSchema()), expected_version()
+    data, version = optional_body(win_in), expected_version()
     return _act(
         deal_id,
         lambda session, deal: deals.win_deal(
@@ -136,11 +142,14 @@ def win_deal(deal_id: Any) -> Any:
     )
 
 
+lose_in = LoseSchema()
+
+
 @deals_api.post("/deals/<uuid:deal_id>/lose")
 def lose_deal(deal_id: Any) -> Any:
     """Mark an open deal lost, with the `reason`."""
     writer_id()
-    data, version = load_body(LoseSchema()), expected_version()
+    data, version = load_body(lose_in), expected_version()
     return _act(
         deal_id,
         lambda session, deal: deals.lose_deal(
@@ -153,11 +162,14 @@ def lose_deal(deal_id: Any) -> Any:
     )
 
 
+no_body_in = NoBodySchema()
+
+
 @deals_api.post("/deals/<uuid:deal_id>/reopen")
 def reopen_deal(deal_id: Any) -> Any:
     """Put a won or lost deal back in play."""
     writer_id()
-    optional_body(NoBodySchema())
+    optional_body(no_body_in)
     version = expected_version()
     return _act(
         deal_id,
@@ -165,10 +177,13 @@ def reopen_deal(deal_id: Any) -> Any:
     )
 
 
+search_in = SearchSchema()
+
+
 @deals_api.post("/deals/search")
 def search_deals() -> Any:
     """Deals matching filter groups (OR of ANDs) and free text, paged."""
-    spec = load_body(SearchSchema())
+    spec = load_body(search_in)
     refuse_nul(spec)
     sort = parse_sort(spec["sort"], DEAL_SORTS, DEFAULT_SORT)
     statement = select(Deal).where(search_condition(spec["filter_groups"], SEARCH_FIELDS))
@@ -181,11 +196,14 @@ def search_deals() -> Any:
         return page_answer([deal_view(deal) for deal in rows], next_cursor)
 
 
+batch_inputs_in = BatchInputsSchema()
+
+
 @deals_api.post("/deals/batch/create")
 def batch_create() -> Any:
     """Create up to 100 deals; 207 with a result per input when some fail."""
     actor = writer_id()
-    inputs = load_body(BatchInputsSchema())["inputs"]
+    inputs = load_body(batch_inputs_in)["inputs"]
 
     def apply(session: Session, raw: Any) -> Deal:
         return deals.create_deal(session, load_or_422(deal_in, raw), actor)
@@ -197,7 +215,7 @@ def batch_create() -> Any:
 def batch_update() -> Any:
     """Change up to 100 deals (each input names its id); 207 when some fail."""
     writer_id()
-    inputs = load_body(BatchInputsSchema())["inputs"]
+    inputs = load_body(batch_inputs_in)["inputs"]
 
     def apply(session: Session, raw: Any) -> Deal:
         changes = load_or_422(deal_in, raw, partial=True)
@@ -209,8 +227,11 @@ def batch_update() -> Any:
     return run_batch(inputs, apply, deal_view, 200)
 
 
+batch_read_in = BatchReadSchema()
+
+
 @deals_api.post("/deals/batch/read")
 def batch_read() -> Any:
     """Read up to 100 deals by id; 207 when some are missing."""
-    ids = [str(deal_id) for deal_id in load_body(BatchReadSchema())["ids"]]
+    ids = [str(deal_id) for deal_id in load_body(batch_read_in)["ids"]]
     return read_batch(ids, Deal, deal_view)

@@ -149,9 +149,12 @@ def list_leads() -> Any:
         return page_answer([lead_view(lead) for lead in rows], next_cursor)
 
 
+search_in = SearchSchema()
+
+
 @leads_api.post("/leads/search")
 def search_leads() -> Any:
-    spec = load_body(SearchSchema())
+    spec = load_body(search_in)
     sort = parse_sort(spec["sort"], LEAD_SORTS, "-created_at")
     statement = select(Lead).where(
         search_condition(spec["filter_groups"], SEARCH_FIELDS, custom_field)
@@ -176,11 +179,14 @@ def create_lead() -> Any:
     return created_with_etag(body, f"/api/v1/leads/{body['id']}")
 
 
+batch_inputs_in = BatchInputsSchema()
+
+
 @leads_api.post("/leads/batch/create")
 def batch_create() -> Any:
     """Create up to 100 leads; 207 with a result per input when some fail (duplicates...)."""
     actor = actor_id()
-    inputs = load_body(BatchInputsSchema())["inputs"]
+    inputs = load_body(batch_inputs_in)["inputs"]
 
     def apply(session: Session, raw: Any) -> Lead:
         return leads.create_lead(session, load_or_422(lead_in, raw), actor)
@@ -192,7 +198,7 @@ def batch_create() -> Any:
 def batch_update() -> Any:
     """Change up to 100 leads (each input names its id); 207 when some fail."""
     actor_id()
-    inputs = load_body(BatchInputsSchema())["inputs"]
+    inputs = load_body(batch_inputs_in)["inputs"]
 
     def apply(session: Session, raw: Any) -> Lead:
         changes = load_or_422(lead_in, raw, partial=True)
@@ -204,10 +210,13 @@ def batch_update() -> Any:
     return run_batch(inputs, apply, lead_view, 200)
 
 
+batch_read_in = BatchReadSchema()
+
+
 @leads_api.post("/leads/batch/read")
 def batch_read() -> Any:
     """Read up to 100 leads by id; 207 when some are missing."""
-    ids = [str(lead_id) for lead_id in load_body(BatchReadSchema())["ids"]]
+    ids = [str(lead_id) for lead_id in load_body(batch_read_in)["ids"]]
     return read_batch(ids, Lead, lead_view)
 
 
@@ -249,11 +258,14 @@ def delete_lead(lead_id: Any) -> Any:
     return no_content()
 
 
+convert_in = ConvertSchema()
+
+
 def _convert_input() -> dict[str, Any]:
     """The convert body: optional, so an empty body converts with the defaults."""
     if not request.get_data(cache=True).strip():
-        return load_or_422(ConvertSchema(), {})
-    return load_body(ConvertSchema())
+        return load_or_422(convert_in, {})
+    return load_body(convert_in)
 
 
 @leads_api.post("/leads/<uuid:lead_id>/convert")

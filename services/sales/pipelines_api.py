@@ -48,15 +48,21 @@ class DeleteStageArgsSchema(StrictSchema):
     move_to = fields.UUID()
 
 
+delete_stage_query = DeleteStageArgsSchema()
+
+
 def writer_id() -> str:
     """The caller, if they may change pipelines (sales or admin); else 403."""
     return require_role("sales").subject
 
 
+list_query = ListArgsSchema()
+
+
 @pipelines_api.get("/pipelines")
 def list_pipelines() -> Any:
     """Pipelines with their ordered stages, sorted by name (or ?sort=), paged."""
-    args = parse_args(ListArgsSchema(), request.args)
+    args = parse_args(list_query, request.args)
     limit, cursor = list_params()
     sort = parse_sort(args.get("sort"), PIPELINE_SORTS, "name")
     with current_db().session() as session:
@@ -66,12 +72,15 @@ def list_pipelines() -> Any:
         return page_answer([pipeline_view(pipeline) for pipeline in rows], next_cursor)
 
 
+pipeline_in_in = PipelineInSchema()
+
+
 @pipelines_api.post("/pipelines")
 @idempotent
 def create_pipeline() -> Any:
     """Create a pipeline with its stages in the given order (201)."""
     writer_id()
-    data = load_body(PipelineInSchema())
+    data = load_body(pipeline_in_in)
     with current_db().session() as session:
         body = pipeline_view(pipelines.create_pipeline(session, data))
     return created_with_etag(body, f"/api/v1/pipelines/{body['id']}")
@@ -84,11 +93,14 @@ def get_pipeline(pipeline_id: Any) -> Any:
         return with_etag(pipeline_view(pipelines.get_pipeline(session, pipeline_id)))
 
 
+pipeline_patch_in = PipelinePatchSchema()
+
+
 @pipelines_api.patch("/pipelines/<uuid:pipeline_id>")
 def update_pipeline(pipeline_id: Any) -> Any:
     """Rename a pipeline or make it the default (If-Match honoured)."""
     writer_id()
-    changes = load_body(PipelinePatchSchema())
+    changes = load_body(pipeline_patch_in)
     with current_db().session() as session:
         pipeline = pipelines.get_pipeline(session, pipeline_id, for_update=True)
         pipelines.update_pipeline(session, pipeline, changes, expected_version=expected_version())
@@ -106,13 +118,19 @@ def delete_pipeline(pipeline_id: Any) -> Any:
     return no_content()
 
 
+strict_query = StrictSchema()
+
+
 @pipelines_api.get("/pipelines/<uuid:pipeline_id>/stages")
 def list_stages(pipeline_id: Any) -> Any:
     """The stages of a pipeline, in order."""
-    parse_args(StrictSchema(), request.args)
+    parse_args(strict_query, request.args)
     with current_db().session() as session:
         pipeline = pipelines.get_pipeline(session, pipeline_id)
         return page_answer(pipeline_view(pipeline)["stages"], None)
+
+
+stage_add_in = StageAddSchema()
 
 
 @pipelines_api.post("/pipelines/<uuid:pipeline_id>/stages")
@@ -120,7 +138,7 @@ def list_stages(pipeline_id: Any) -> Any:
 def add_stage(pipeline_id: Any) -> Any:
     """Add a stage, at `position` (0 = first) or last (201)."""
     writer_id()
-    spec = load_body(StageAddSchema())
+    spec = load_body(stage_add_in)
     with current_db().session() as session:
         pipeline = pipelines.get_pipeline(session, pipeline_id, for_update=True)
         stage = pipelines.add_stage(session, pipeline, spec, expected_version=expected_version())
@@ -136,11 +154,14 @@ def get_stage(pipeline_id: Any, stage_id: Any) -> Any:
         return stage_view(pipelines.get_stage(session, pipeline_id, stage_id))
 
 
+stage_patch_in = StagePatchSchema()
+
+
 @pipelines_api.patch("/pipelines/<uuid:pipeline_id>/stages/<uuid:stage_id>")
 def update_stage(pipeline_id: Any, stage_id: Any) -> Any:
     """Rename a stage or change its win probability."""
     writer_id()
-    changes = load_body(StagePatchSchema())
+    changes = load_body(stage_patch_in)
     with current_db().session() as session:
         pipeline = pipelines.get_pipeline(session, pipeline_id, for_update=True)
         stage = pipelines.get_stage(session, pipeline.id, stage_id)
@@ -150,11 +171,14 @@ def update_stage(pipeline_id: Any, stage_id: Any) -> Any:
         return stage_view(stage)
 
 
+stage_order_in = StageOrderSchema()
+
+
 @pipelines_api.put("/pipelines/<uuid:pipeline_id>/stages/order")
 def reorder_stages(pipeline_id: Any) -> Any:
     """Put the stages in a new order: every stage id, each once."""
     writer_id()
-    stage_ids = load_body(StageOrderSchema())["stage_ids"]
+    stage_ids = load_body(stage_order_in)["stage_ids"]
     with current_db().session() as session:
         pipeline = pipelines.get_pipeline(session, pipeline_id, for_update=True)
         pipelines.reorder_stages(session, pipeline, stage_ids, expected_version=expected_version())
@@ -166,7 +190,7 @@ def reorder_stages(pipeline_id: Any) -> Any:
 def delete_stage(pipeline_id: Any, stage_id: Any) -> Any:
     """Delete a stage; `?move_to=<stage id>` says where its deals go (see deals.delete_stage)."""
     writer_id()
-    move_to = parse_args(DeleteStageArgsSchema(), request.args).get("move_to")
+    move_to = parse_args(delete_stage_query, request.args).get("move_to")
     with current_db().session() as session:
         pipeline = pipelines.get_pipeline(session, pipeline_id, for_update=True)
         stage = pipelines.get_stage(session, pipeline.id, stage_id)

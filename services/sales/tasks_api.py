@@ -41,10 +41,13 @@ def writer_id() -> str:
     return require_role("sales").subject
 
 
+task_list_query = TaskListArgsSchema()
+
+
 @tasks_api.get("/tasks")
 def list_tasks() -> Any:
     """Tasks matching the filters (owner, done, overdue, due range, links), paged."""
-    args = parse_args(TaskListArgsSchema(), request.args)
+    args = parse_args(task_list_query, request.args)
     limit, cursor = list_params()
     sort = parse_sort(args.get("sort"), tasks.task_sorts(args), tasks.DEFAULT_SORT)
     now = utcnow()
@@ -98,9 +101,12 @@ def delete_task(task_id: Any) -> Any:
     return no_content()
 
 
+no_body_in = NoBodySchema()
+
+
 def _act(task_id: Any, action: Callable[..., Task]) -> Response:
     writer_id()
-    optional_body(NoBodySchema())
+    optional_body(no_body_in)
     version = expected_version()
     with current_db().session() as session:
         task = tasks.get_task(session, task_id, for_update=True)

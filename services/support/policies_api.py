@@ -175,10 +175,13 @@ def writer() -> None:
     require_role("support")
 
 
+policy_list_query = PolicyListArgsSchema()
+
+
 @policies_api.get(BASE)
 def list_policies() -> Any:
     """Policies sorted by name (or ?sort=), filtered by ?priority=, paged."""
-    args = parse_args(PolicyListArgsSchema(), request.args)
+    args = parse_args(policy_list_query, request.args)
     limit, cursor = list_params()
     sort = parse_sort(args.get("sort"), POLICY_SORTS, "name")
     statement = select(SlaPolicy)
@@ -191,12 +194,15 @@ def list_policies() -> Any:
         return page_answer([policy_view(policy) for policy in rows], next_cursor)
 
 
+policy_in_in = PolicyInSchema()
+
+
 @policies_api.post(BASE)
 @idempotent
 def create() -> Any:
     """Create the policy of a priority (201); 409 if the priority has one."""
     writer()
-    data = load_body(PolicyInSchema())
+    data = load_body(policy_in_in)
     with current_db().session() as session:
         body = policy_view(create_policy(session, data))
     return created_with_etag(body, f"/api/v1{BASE}/{body['id']}")
@@ -209,11 +215,14 @@ def get(policy_id: Any) -> Any:
         return with_etag(policy_view(get_policy(session, policy_id)))
 
 
+policy_patch_in = PolicyPatchSchema()
+
+
 @policies_api.patch(f"{BASE}/<uuid:policy_id>")
 def update(policy_id: Any) -> Any:
     """Change a policy (If-Match honoured); open tickets follow the new targets."""
     writer()
-    changes = load_body(PolicyPatchSchema())
+    changes = load_body(policy_patch_in)
     with current_db().session() as session:
         policy = get_policy(session, policy_id, for_update=True)
         update_policy(session, policy, changes, expected_version=expected_version())

@@ -69,10 +69,13 @@ def _created_ticket(body: dict[str, Any]) -> Any:
     return created_with_etag(body, f"/api/v1/tickets/{body['id']}")
 
 
+ticket_list_query = TicketListArgsSchema()
+
+
 @tickets_api.get("/tickets")
 def list_tickets() -> Any:
     """Tickets matching the filters (status, priority, assignee, tag, breached, q...), paged."""
-    args = parse_args(TicketListArgsSchema(), request.args)
+    args = parse_args(ticket_list_query, request.args)
     limit, cursor = list_params()
     sort = ticket_sort(args.get("sort"))
     with current_db().session() as session:
@@ -125,11 +128,14 @@ def delete_ticket(ticket_id: Any) -> Any:
     return no_content()
 
 
+assign_in = AssignSchema()
+
+
 @tickets_api.post("/tickets/<uuid:ticket_id>/assign")
 def assign_ticket(ticket_id: Any) -> Any:
     """Give a ticket to an agent (`assignee_id`, null to unassign); a new ticket opens."""
     writer_id()
-    data, version = load_body(AssignSchema()), expected_version()
+    data, version = load_body(assign_in), expected_version()
     with current_db().session() as session:
         ticket = tickets.lock_ticket(session, ticket_id)
         tickets.assign_ticket(session, ticket, data["assignee_id"], expected_version=version)
@@ -137,10 +143,13 @@ def assign_ticket(ticket_id: Any) -> Any:
     return with_etag(body)
 
 
+search_in = SearchSchema()
+
+
 @tickets_api.post("/tickets/search")
 def search_tickets() -> Any:
     """Tickets matching filter groups (OR of ANDs) and free text, paged."""
-    spec = load_body(SearchSchema())
+    spec = load_body(search_in)
     sort = ticket_sort(spec["sort"])
     statement = select(Ticket).where(search_condition(spec["filter_groups"], SEARCH_FIELDS))
     if spec["query"]:
@@ -152,11 +161,14 @@ def search_tickets() -> Any:
         return page_answer([ticket_view(ticket) for ticket in rows], next_cursor)
 
 
+batch_inputs_in = BatchInputsSchema()
+
+
 @tickets_api.post("/tickets/batch/create")
 def batch_create() -> Any:
     """Open up to 100 tickets; 207 with a result per input when some fail."""
     actor = writer_id()
-    inputs = load_body(BatchInputsSchema())["inputs"]
+    inputs = load_body(batch_inputs_in)["inputs"]
 
     def apply(session: Session, raw: Any) -> Ticket:
         return tickets.create_ticket(session, load_or_422(ticket_in, raw), actor)
@@ -168,7 +180,7 @@ def batch_create() -> Any:
 def batch_update() -> Any:
     """Change up to 100 tickets (each input names its id); 207 when some fail."""
     writer_id()
-    inputs = load_body(BatchInputsSchema())["inputs"]
+    inputs = load_body(batch_inputs_in)["inputs"]
     settings = current_settings()
 
     def apply(session: Session, raw: Any) -> Ticket:
@@ -181,20 +193,26 @@ def batch_update() -> Any:
     return run_batch(inputs, apply, ticket_view, 200)
 
 
+batch_read_in = BatchReadSchema()
+
+
 @tickets_api.post("/tickets/batch/read")
 def batch_read() -> Any:
     """Read up to 100 tickets by id; 207 when some are missing."""
-    ids = [str(ticket_id) for ticket_id in load_body(BatchReadSchema())["ids"]]
+    ids = [str(ticket_id) for ticket_id in load_body(batch_read_in)["ids"]]
     return read_batch(ids, Ticket, ticket_view)
 
 
 # --- comments ------------------------------------------------------------------------------
 
 
+comment_list_query = CommentListArgsSchema()
+
+
 @tickets_api.get("/tickets/<uuid:ticket_id>/comments")
 def list_comments(ticket_id: Any) -> Any:
     """A ticket's comments, oldest first (filters: public, author_kind), paged."""
-    args = parse_args(CommentListArgsSchema(), request.args)
+    args = parse_args(comment_list_query, request.args)
     limit, cursor = list_params()
     sort = parse_sort(args.get("sort"), COMMENT_SORTS, "created_at")
     with current_db().session() as session:
@@ -206,12 +224,15 @@ def list_comments(ticket_id: Any) -> Any:
         return page_answer([comment_view(comment) for comment in rows], next_cursor)
 
 
+comment_in_in = CommentInSchema()
+
+
 @tickets_api.post("/tickets/<uuid:ticket_id>/comments")
 @idempotent
 def add_comment(ticket_id: Any) -> Any:
     """Reply to the customer or leave an internal note (201, Location)."""
     actor = writer_id()
-    data = load_body(CommentInSchema())
+    data = load_body(comment_in_in)
     with current_db().session() as session:
         ticket = tickets.lock_ticket(session, ticket_id)
         body = comment_view(comments.add_comment(session, ticket, data, actor))
