@@ -23,7 +23,7 @@ from gateway.openapi_merge import merge_documents, owner_of
 from gateway.proxy import ROUTES
 from gateway.tests.conftest import close_app, gateway_config
 from gateway.tests.fake_services import SERVICES, closed_port
-from shared.openapi import documented_rules, openapi_path, rule_methods
+from shared.openapi import app_document, documented_rules, openapi_path, rule_methods
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tup
     for name in SERVICES:
         module = importlib.import_module(f"services.{name}.app")
         app = module.create_app({"database_url": f"sqlite:///{tmp_path / f'{name}.db'}"})
+        app_document(app)  # built before serving: a cold build on a loaded machine overran
+        # the gateway's 2 s, and these tests are about the merge
         server = make_server("127.0.0.1", 0, app, threaded=True)
         threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         servers.append(server)

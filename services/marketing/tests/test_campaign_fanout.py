@@ -193,7 +193,7 @@ def test_an_interrupted_fan_out_goes_on_where_it_stopped(client, db, settings, m
 
     monkeypatch.setattr(campaign_fanout, "record_events", dies_on_third_chunk)
     with pytest.raises(RuntimeError):
-        fan_out(db, settings, chunk_size=10, lease_seconds=0.3)
+        fan_out(db, settings, chunk_size=10, lease_seconds=60)  # held till expired below
     monkeypatch.setattr(campaign_fanout, "record_events", real)
     assert len(requests(db)) == 20  # two chunks committed, the third rolled back
     assert campaign_row(db, campaign["id"]).status == "sending"
