@@ -6,7 +6,7 @@
 - `deals` `{open, won}`, `leads`: open leads with the contact's email, `tasks`: open
   ones, soonest due first (sales);
 - `tickets`, the latest with their SLA state, and `csat` `{count, average, ratings}`
-  of the latest rated ones (support);
+  of the latest rated ones (support, in one call: the list includes each rating);
 - `subscriptions` (marketing);
 - `messages`: the latest sent to the contact, and `campaign_engagement`: what the
   contact did with the campaign emails of the delivery log (notifications);
@@ -15,7 +15,8 @@
 
 Without the contact there is no view: 404 when contacts does not know it, 503 naming
 contacts when it does not answer. Calls that need the contact (company, leads by email)
-or the tickets (ratings) start as soon as those arrive.
+start as soon as it arrives; so do the ratings, one call a ticket, from a support that
+does not include them in its list yet.
 """
 
 from __future__ import annotations
@@ -52,7 +53,11 @@ def first_calls(contact_id: str) -> dict[str, Call]:
         "open_deals": Call("sales", "/api/v1/deals", {**by_contact, "status": "open"}),
         "won_deals": Call("sales", "/api/v1/deals", {**by_contact, "status": "won"}),
         "tasks": Call("sales", "/api/v1/tasks", {**by_contact, "done": "false", "sort": "due_at"}),
-        "tickets": Call("support", "/api/v1/tickets", {**by_contact, "limit": str(MAX_TICKETS)}),
+        "tickets": Call(
+            "support",
+            "/api/v1/tickets",
+            {**by_contact, "limit": str(MAX_TICKETS), "include": "csat"},
+        ),
         "subscriptions": Call("marketing", "/api/v1/subscriptions", by_contact),
         "messages": Call(
             "notifications", "/api/v1/messages", {**by_contact, "limit": str(RECENT_MESSAGES)}
@@ -76,10 +81,26 @@ def contact_calls(contact: dict[str, Any]) -> dict[str, Call]:
     return calls
 
 
+def rated_tickets(tickets_body: Any) -> list[dict[str, Any]]:
+    """The tickets whose ratings count: the latest MAX_RATED_TICKETS resolved or closed."""
+    done = [t for t in items(tickets_body) if t.get("status") in RATED_STATUSES]
+    return done[:MAX_RATED_TICKETS]
+
+
+def included_ratings(tickets_body: Any) -> list[Any] | None:
+    """The ratings support put in its list (`include=csat`); None from a support that
+    does not include them yet (then each is asked for, as before)."""
+    listed = items(tickets_body)
+    if not listed or not all(isinstance(t, dict) and "csat" in t for t in listed):
+        return None
+    return [t["csat"] for t in rated_tickets(tickets_body)]
+
+
 def rating_calls(tickets: Answer) -> list[Call]:
-    """One call per rated-looking ticket: the latest MAX_RATED_TICKETS resolved or closed."""
-    done = [t for t in items(tickets.body) if t.get("status") in RATED_STATUSES]
-    return [Call("support", f"/api/v1/tickets/{t['id']}/csat") for t in done[:MAX_RATED_TICKETS]]
+    """One call per rated-looking ticket, unless support included the ratings."""
+    if included_ratings(tickets.body) is not None:
+        return []
+    return [Call("support", f"/api/v1/tickets/{t['id']}/csat") for t in rated_tickets(tickets.body)]
 
 
 def checked_contact(answer: Answer, contact_id: str) -> dict[str, Any]:
@@ -129,12 +150,18 @@ def customer_body(
         sections.body["leads"] = []
     for name in ("tasks", "tickets"):
         sections.add(name, [answers[name]], items)
-    sections.add("csat", [answers["tickets"], *ratings], lambda _tickets, *got: csat(got))
+    sections.add("csat", [answers["tickets"], *ratings], csat_section)
     sections.add("subscriptions", [answers["subscriptions"]], items)
     sections.add("campaign_engagement", [answers["campaign_messages"]], campaign_engagement)
     sections.add("messages", [answers["messages"]], items)
     sections.add("timeline", [answers["timeline"]], items)
     return sections.finish()
+
+
+def csat_section(tickets_body: Any, *asked: Any) -> dict[str, Any]:
+    """The CSAT section from the ratings in the ticket list, or from those asked one by one."""
+    included = included_ratings(tickets_body)
+    return csat(tuple(included) if included is not None else asked)
 
 
 def csat(ratings: tuple[Any, ...]) -> dict[str, Any]:

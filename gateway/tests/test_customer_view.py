@@ -121,6 +121,20 @@ def test_the_services_are_asked_about_this_contact_as_the_caller(gateway, servic
             assert call["headers"]["X-Request-Id"] == "req-view-2"
 
 
+def test_ratings_included_in_the_ticket_list_are_not_asked_for_one_by_one(gateway, services):
+    rating = {"id": RESOLVED_TICKET, "ticket_id": RESOLVED_TICKET, "rating": 5}
+    services["support"].answers["/api/v1/tickets"] = page(
+        {"id": RESOLVED_TICKET, "status": "resolved", "sla_breached": False, "csat": rating},
+        {"id": OPEN_TICKET, "status": "open", "sla_breached": True, "csat": None},
+    )
+
+    body = view(gateway).get_json()
+
+    assert body["csat"] == {"count": 1, "average": "5.00", "ratings": [rating]}
+    assert [call["path"] for call in services["support"].calls] == ["/api/v1/tickets"]
+    assert services["support"].calls[0]["args"]["include"] == "csat"
+
+
 def test_a_stopped_service_is_named_unavailable_and_the_rest_still_answers(gateway, services):
     services["support"].stopped = True
 

@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from itsdangerous import BadData, URLSafeTimedSerializer
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -115,6 +116,14 @@ def rating_view(entry: CsatRating) -> dict[str, Any]:
         "assignee_id": entry.assignee_id,
         "created_at": entry.created_at,
     }
+
+
+def ratings_of(session: Session, ticket_ids: list[str]) -> dict[str, CsatRating]:
+    """The ratings of these tickets (one query), by ticket id; unrated ones are absent."""
+    if not ticket_ids:
+        return {}
+    found = session.scalars(select(CsatRating).where(CsatRating.ticket_id.in_(ticket_ids)))
+    return {entry.ticket_id: entry for entry in found}
 
 
 def rating_of(session: Session, ticket_id: str) -> CsatRating:

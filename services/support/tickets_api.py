@@ -8,7 +8,7 @@ from flask import Blueprint, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.support import comments, tickets
+from services.support import comments, csat, tickets
 from services.support.models import Comment, Ticket
 from services.support.ticket_queries import (
     SEARCH_FIELDS,
@@ -82,7 +82,13 @@ def list_tickets() -> Any:
         rows, next_cursor = paginate(
             session, list_statement(args), sort, Ticket.id, limit=limit, cursor=cursor
         )
-        return page_answer([ticket_view(ticket) for ticket in rows], next_cursor)
+        items = [ticket_view(ticket) for ticket in rows]
+        if "csat" in args.get("include", ()):
+            ratings = csat.ratings_of(session, [ticket.id for ticket in rows])
+            for item in items:
+                rating = ratings.get(item["id"])
+                item["csat"] = csat.rating_view(rating) if rating is not None else None
+        return page_answer(items, next_cursor)
 
 
 @tickets_api.post("/tickets")

@@ -268,6 +268,29 @@ def test_an_agent_enters_a_phone_rating_and_anyone_reads_it(app, db, anonymous):
     assert read.status_code == 200 and read.get_json() == body
 
 
+def test_a_ticket_list_may_carry_each_tickets_rating(app, db, anonymous):
+    rated, unrated = new_ticket(db), new_ticket(db, status="open")
+    given = anonymous.post(
+        f"/api/v1/tickets/{rated}/csat", json={"rating": 5}, headers=auth(app, "support")
+    ).get_json()
+    listed = anonymous.get(
+        f"/api/v1/tickets?contact_id={CONTACT_ID}&include=csat", headers=auth(app, "viewer")
+    )
+    assert listed.status_code == 200
+    by_id = {item["id"]: item for item in listed.get_json()["items"]}
+    assert by_id[rated]["csat"] == given
+    assert by_id[unrated]["csat"] is None
+    plain = anonymous.get(f"/api/v1/tickets?contact_id={CONTACT_ID}", headers=auth(app, "viewer"))
+    assert all("csat" not in item for item in plain.get_json()["items"])
+
+
+@pytest.mark.parametrize("include", ["comments", "csat,comments", ""])
+def test_a_ticket_list_refuses_what_it_cannot_include(app, anonymous, include):
+    listed = anonymous.get(f"/api/v1/tickets?include={include}", headers=auth(app, "viewer"))
+    assert listed.status_code == 422
+    assert "include" in listed.get_json()["errors"]
+
+
 @pytest.mark.parametrize("role", ["sales", "marketing", "viewer"])
 def test_other_roles_may_not_enter_ratings(app, db, anonymous, role):
     ticket_id = new_ticket(db)
