@@ -9,6 +9,7 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from shared.auth import ROLES
 from shared.events import isoformat
+from shared.schemas import JsonBoolean
 
 MIN_PASSWORD_LENGTH = 8
 # argon2 hashes any length, but hashing megabytes on every sign-in is a cheap denial of service.
@@ -47,8 +48,8 @@ class UserCreateSchema(Schema):
     email = fields.Email(required=True, validate=validate.Length(max=320))
     name = fields.String(load_default="", validate=_name)
     role = fields.String(required=True, validate=_role)
-    active = fields.Boolean(load_default=True)
-    team_visibility = fields.Boolean(load_default=False)
+    active = JsonBoolean(load_default=True)
+    team_visibility = JsonBoolean(load_default=False)
     password = fields.String(required=True, load_only=True, validate=_password)
 
 
@@ -60,8 +61,8 @@ class UserUpdateSchema(Schema):
 
     name = fields.String(validate=_name)
     role = fields.String(validate=_role)
-    active = fields.Boolean()
-    team_visibility = fields.Boolean()
+    active = JsonBoolean()
+    team_visibility = JsonBoolean()
     password = fields.String(load_only=True, validate=_password)
 
 

@@ -31,6 +31,20 @@ def uuid_string() -> fields.Field:
     return fields.UUID(allow_none=True)
 
 
+class JsonBoolean(fields.Boolean):
+    """A boolean of a JSON body: true or false, nothing else (422 "Not a valid boolean.").
+
+    marshmallow's Boolean also takes 0, 1, "yes", "on" and the like, which a query string
+    needs ("?done=true") and a JSON body must not send. Body schemas use this one, at any
+    depth (batch inputs too); query-string schemas keep fields.Boolean.
+    """
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
+
+
 class StrictSchema(Schema):
     """Unknown fields are an error (API.md), UUIDs come out as strings, and no text may
     hold a NUL character (PostgreSQL cannot store one: it would be a 500, not a 422)."""

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
-from marshmallow import Schema, ValidationError, fields
+from marshmallow import Schema, ValidationError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from sqlalchemy.exc import DataError, IntegrityError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -147,22 +147,7 @@ def load_body(schema: Schema, *, partial: bool = False) -> Any:
     data = json_body()
     if not isinstance(data, dict):
         raise ApiError(400, "Bad Request", "The request body must be a JSON object")
-    refuse_non_booleans(schema, data)
     return load_or_422(schema, data, partial=partial)
-
-
-def refuse_non_booleans(schema: Schema, data: dict[str, Any]) -> None:
-    """JSON true or false for a boolean field (422): marshmallow alone takes 0, 1, "yes"."""
-    bad = {
-        key: ["Not a valid boolean."]
-        for name, field in schema.fields.items()
-        if isinstance(field, fields.Boolean)
-        and (key := field.data_key or name) in data
-        and not isinstance(data[key], bool)
-        and not (data[key] is None and field.allow_none)
-    }
-    if bad:
-        raise invalid(bad)
 
 
 def load_or_422(schema: Schema, data: Any, *, partial: bool = False) -> Any:

@@ -17,7 +17,7 @@ from services.contacts.models import (
     INTERACTION_KINDS,
     LIFECYCLE_STAGES,
 )
-from shared.schemas import StrictSchema, money, uuid_string
+from shared.schemas import JsonBoolean, StrictSchema, money, uuid_string
 
 NAME = validate.Length(max=100)
 PHONE = validate.Regexp(r"^[0-9+()\-. /x]{3,50}$", error="Not a valid phone number.")
@@ -75,7 +75,7 @@ class CustomFieldInSchema(StrictSchema):
     options = fields.List(
         fields.String(validate=validate.Length(min=1, max=200)), validate=validate.Length(max=500)
     )
-    required = fields.Boolean()
+    required = JsonBoolean()
 
     @validates_schema
     def choices_for_selects(self, data: dict[str, Any], partial: Any = None, **_: Any) -> None:
@@ -88,7 +88,7 @@ class CustomFieldPatchSchema(StrictSchema):
     options = fields.List(
         fields.String(validate=validate.Length(min=1, max=200)), validate=validate.Length(max=500)
     )
-    required = fields.Boolean()
+    required = JsonBoolean()
 
 
 class NoteInSchema(StrictSchema):

@@ -28,7 +28,7 @@ from services.marketing.models import AutomationRule, AutomationRun
 from shared.auth import require_role
 from shared.idempotency import idempotent
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
-from shared.schemas import FilterGroupSchema, StrictSchema
+from shared.schemas import FilterGroupSchema, JsonBoolean, StrictSchema
 from shared.search import words_condition
 from shared.web import (
     created_with_etag,
@@ -166,7 +166,7 @@ class RulePatchSchema(StrictSchema):
     )
     action = ActionField()
     delay_seconds = fields.Integer(strict=True, validate=validate.Range(min=0, max=MAX_DELAY))
-    enabled = fields.Boolean()
+    enabled = JsonBoolean()
 
     @validates_schema
     def one_way_to_give_actions(self, data: dict[str, Any], **_: Any) -> None:

@@ -34,7 +34,7 @@ from shared.db import take_write_lock
 from shared.events import isoformat, utcnow
 from shared.idempotency import idempotent
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
-from shared.schemas import StrictSchema
+from shared.schemas import JsonBoolean, StrictSchema
 from shared.search import words_condition
 from shared.web import (
     check_version,
@@ -80,7 +80,7 @@ class ListPatchSchema(StrictSchema):
 
     name = _name()
     description = fields.String(allow_none=True, validate=validate.Length(max=1000))
-    double_opt_in = fields.Boolean()
+    double_opt_in = JsonBoolean()
 
 
 list_patch_in = ListPatchSchema()
@@ -94,7 +94,7 @@ class ListInSchema(ListPatchSchema):
     description = fields.String(
         load_default=None, allow_none=True, validate=validate.Length(max=1000)
     )
-    double_opt_in = fields.Boolean(load_default=False)
+    double_opt_in = JsonBoolean(load_default=False)
 
 
 list_in_in = ListInSchema()
@@ -120,7 +120,7 @@ class SubscriptionInSchema(StrictSchema):
         validate=validate.OneOf((subscriptions.SUBSCRIBED, subscriptions.UNSUBSCRIBED)),
     )
     source = fields.String(load_default="api", validate=validate.OneOf(subscriptions.API_SOURCES))
-    double_opt_in = fields.Boolean(load_default=None, allow_none=True)
+    double_opt_in = JsonBoolean(load_default=None, allow_none=True)
     ip = fields.IP(load_default=None, allow_none=True)
     user_agent = fields.String(
         load_default=None, allow_none=True, validate=validate.Length(max=300)

@@ -19,7 +19,7 @@ from shared.auth import require_role
 from shared.events import isoformat
 from shared.idempotency import idempotent
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
-from shared.schemas import StrictSchema
+from shared.schemas import JsonBoolean, StrictSchema
 from shared.web import (
     check_version,
     created_with_etag,
@@ -58,7 +58,7 @@ class WebhookInSchema(StrictSchema):
         validate=validate.Length(min=1, max=100),
     )
     secret = fields.String(validate=[validate.Length(min=16, max=200), PRINTABLE])
-    active = fields.Boolean()
+    active = JsonBoolean()
 
     @validates("url")
     def valid_url(self, value: str, **_: Any) -> None:

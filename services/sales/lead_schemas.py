@@ -11,7 +11,7 @@ from marshmallow import ValidationError, fields, validate, validates, validates_
 
 from services.sales.models import BEHAVIOUR_KINDS, LEAD_STATUSES
 from shared.events import isoformat
-from shared.schemas import StrictSchema, amount_field, currency_field, uuid_string
+from shared.schemas import JsonBoolean, StrictSchema, amount_field, currency_field, uuid_string
 
 NAME = validate.Length(max=100)
 PHONE = validate.Regexp(r"^[0-9+()\-. /x]{3,50}$", error="Not a valid phone number.")
@@ -157,7 +157,7 @@ class ConvertSchema(StrictSchema):
     """`POST /leads/{id}/convert`: an existing contact to link, and the deal to make."""
 
     contact_id = fields.UUID()
-    create_deal = fields.Boolean(load_default=True)
+    create_deal = JsonBoolean(load_default=True)
     deal = fields.Nested(DealDraftSchema)
 
     @validates_schema
@@ -174,7 +174,7 @@ class ScoringRuleInSchema(StrictSchema):
     operator = fields.String(required=True, validate=validate.Length(min=1, max=20))
     value = fields.Raw(allow_none=True)
     points = fields.Integer(required=True, strict=True, validate=POINTS)
-    active = fields.Boolean()
+    active = JsonBoolean()
 
     @validates_schema
     def value_fits_operator(self, data: dict[str, Any], partial: Any = None, **_: Any) -> None:

@@ -22,6 +22,7 @@ from shared.events import isoformat
 from shared.schemas import (
     MAX_AMOUNT,
     NUL_MESSAGE,
+    JsonBoolean,
     StrictSchema,
     currency_field,
     holds_nul,
@@ -142,7 +143,7 @@ class StageOrderSchema(SalesSchema):
 class PipelineInSchema(SalesSchema):
     id = fields.UUID()
     name = fields.String(required=True, validate=NAME)
-    is_default = fields.Boolean()
+    is_default = JsonBoolean()
     stages = fields.List(
         fields.Nested(StageSpecSchema), required=True, validate=validate.Length(min=1, max=100)
     )
@@ -167,7 +168,7 @@ class PipelineInSchema(SalesSchema):
 
 class PipelinePatchSchema(SalesSchema):
     name = fields.String(validate=NAME)
-    is_default = fields.Boolean()
+    is_default = JsonBoolean()
 
 
 # --- deals ---------------------------------------------------------------------------------
@@ -265,7 +266,7 @@ class TaskInSchema(SalesSchema):
     deal_id = uuid_string()
     lead_id = uuid_string()
     owner_id = uuid_string()
-    done = fields.Boolean()
+    done = JsonBoolean()
 
 
 class TaskListArgsSchema(ListArgsSchema):

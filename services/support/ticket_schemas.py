@@ -10,7 +10,7 @@ from marshmallow import ValidationError, fields, post_load, validate, validates_
 
 from services.support.models import CHANNELS, PRIORITIES, STATUSES
 from shared.events import isoformat
-from shared.schemas import StrictSchema, uuid_string
+from shared.schemas import JsonBoolean, StrictSchema, uuid_string
 
 NOT_BLANK = validate.Regexp(r"^\s*\S", error="Cannot be blank.")
 # Tags are simple words, so a tag filter can match them inside the stored JSON list.
@@ -87,7 +87,7 @@ class CommentInSchema(StrictSchema):
     """A reply or internal note; by default a public reply from the calling agent."""
 
     body = fields.String(required=True, validate=[validate.Length(min=1, max=MAX_BODY), NOT_BLANK])
-    public = fields.Boolean(load_default=True)
+    public = JsonBoolean(load_default=True)
     author_kind = fields.String(load_default="agent", validate=validate.OneOf(AUTHOR_KINDS))
 
     @validates_schema
