@@ -28,8 +28,10 @@ log = logging.getLogger(__name__)
 
 OK, NOT_FOUND, FORBIDDEN, UNAVAILABLE = "ok", "not_found", "forbidden", "unavailable"
 # Threads for the calls of every view a gateway process composes at once: made as needed,
-# kept for the next view (making a dozen threads per view cost more than a call).
-POOL_THREADS = 32
+# kept for the next view (making a dozen threads per view cost more than a call). Room for
+# the eleven calls of each of several views at once (gunicorn's gthread workers), so a
+# call never queues behind another view's slow ones.
+POOL_THREADS = 64
 FANOUT_POOL = "gateway.fanout_pool"
 # How long past a call's own timeout the view still waits for its thread.
 GRACE_SECONDS = 0.25
