@@ -16,7 +16,6 @@ MAX_TAGS = 500
 MAX_LIFETIME_VALUE = Decimal("1e12")
 TEXT_FIELDS = {"first_name": 100, "last_name": 100, "lifecycle_stage": 20}
 ID_FIELDS = ("company_id", "owner_id")
-MAX_MERGED_IDS = 1000
 
 
 def uuid_value(value: Any, name: str) -> str:
@@ -40,17 +39,6 @@ def merged_pair(event: Envelope) -> tuple[str, str] | None:
     survivor_id = uuid_value(data.get("id", event.aggregate_id), "id")
     duplicate_id = uuid_value(data.get("duplicate_id"), "duplicate_id")
     return None if survivor_id == duplicate_id else (survivor_id, duplicate_id)
-
-
-def erased_ids(event: Envelope) -> list[str]:
-    """The ids a `contact.erased` event ends: the person and the duplicates merged into it."""
-    data = event.data
-    merged = data.get("merged_ids") or []
-    if not isinstance(merged, list) or len(merged) > MAX_MERGED_IDS:
-        raise PermanentError("contact.erased merged_ids must be a list of contact ids")
-    ids = [uuid_value(data.get("id", event.aggregate_id), "id")]
-    ids += [uuid_value(value, "merged_ids") for value in merged]
-    return list(dict.fromkeys(ids))
 
 
 def event_version(event: Envelope) -> int:

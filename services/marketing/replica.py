@@ -44,7 +44,6 @@ from sqlalchemy.orm import Session
 from services.marketing import consent
 from services.marketing.contact_data import (
     contact_values,
-    erased_ids,
     event_version,
     merged_pair,
     optional_uuid,
@@ -53,6 +52,7 @@ from services.marketing.contact_data import (
 from services.marketing.models import Contact, ContactFact, ContactTag, SegmentMember
 from shared.bus import Handler, PermanentError
 from shared.config import Settings
+from shared.contact_events import erased_contact_ids
 from shared.events import Envelope, utcnow
 
 MAX_MERGE_HOPS = 20
@@ -202,7 +202,7 @@ def erase_contact(session: Session, contact_id: str) -> None:
 
 def on_contact_erased(session: Session, event: Envelope) -> None:
     """Right to be forgotten: the contact and the duplicates merged into it."""
-    for contact_id in erased_ids(event):
+    for contact_id in erased_contact_ids(event):
         erase_contact(session, contact_id)
 
 

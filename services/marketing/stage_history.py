@@ -29,7 +29,6 @@ from sqlalchemy.orm import Session
 
 from services.marketing.contact_data import (
     contact_values,
-    erased_ids,
     event_version,
     merged_pair,
     uuid_value,
@@ -37,6 +36,7 @@ from services.marketing.contact_data import (
 from services.marketing.models import ContactStage
 from shared.bus import Handler, PermanentError
 from shared.config import Settings
+from shared.contact_events import erased_contact_ids
 from shared.events import Envelope
 
 END_VERSION = 2**31 - 1  # an ended contact: newer than any version it will ever have
@@ -85,7 +85,7 @@ def on_contact_merged(session: Session, event: Envelope) -> None:
 
 def on_contact_erased(session: Session, event: Envelope) -> None:
     """contact.erased: the contact and its merged duplicates end (their past stays)."""
-    for contact_id in erased_ids(event):
+    for contact_id in erased_contact_ids(event):
         record_stage(session, contact_id, END_VERSION, None, event.occurred_at)
 
 

@@ -35,6 +35,7 @@ from services.notifications.users import staff_address
 from services.notifications.webhooks import erase_deliveries_about
 from shared.bus import Handler, PermanentError
 from shared.config import Settings
+from shared.contact_events import contact_id_of, erased_contact_ids
 from shared.events import Envelope, canonical_uuid, utcnow
 from shared.idempotency import forget_resource
 from shared.outbox import redact_aggregate
@@ -42,7 +43,6 @@ from shared.web import ApiError
 
 log = logging.getLogger(__name__)
 
-MAX_MERGED_IDS = 1000
 ERASED_SUBJECT = "(erased)"
 TEXT_FIELDS = (
     "to",
@@ -54,14 +54,6 @@ TEXT_FIELDS = (
     "message_id",
     "from_address",
 )
-
-
-def _contact_id(value: Any, name: str) -> str:
-    """A contact id (a UUID), canonical; else the event can never be applied."""
-    contact_id = canonical_uuid(value)
-    if contact_id is None:
-        raise PermanentError(f"{name} must be a contact id (a UUID string)")
-    return contact_id
 
 
 def _problem(error: ApiError) -> str:
@@ -135,7 +127,7 @@ def _recipient(session: Session, data: Mapping[str, Any]) -> str | None:
         return user["email"] if user else None
     if data.get("contact_id") is None:
         raise PermanentError("email.requested needs data.to or data.contact_id")
-    contact_id = _contact_id(data["contact_id"], "contact_id")
+    contact_id = contact_id_of(data["contact_id"], "contact_id")
     address = session.get(ContactAddress, contact_id)
     if address is None or not address.email:
         raise PermanentError(f"no email address is known for contact {contact_id}")
@@ -163,7 +155,7 @@ def _contact_variables(session: Session, contact_id: Any, to: str) -> dict[str, 
     """`contact` for templates: the recipient's name and address, as far as known."""
     address = None
     if isinstance(contact_id, str):
-        address = session.get(ContactAddress, _contact_id(contact_id, "contact_id"))
+        address = session.get(ContactAddress, contact_id_of(contact_id, "contact_id"))
     return {"name": address.name if address else None, "email": to}
 
 
@@ -175,7 +167,7 @@ def on_contact_changed(session: Session, event: Envelope) -> None:
     data = event.data
     if data.get("redacted"):  # an erased person's event: it names no one
         return
-    contact_id = _contact_id(data.get("id", event.aggregate_id), "id")
+    contact_id = contact_id_of(data.get("id", event.aggregate_id), "id")
     version = event.aggregate_version
     if version is None and isinstance(data.get("version"), int):
         version = data["version"]
@@ -213,8 +205,8 @@ def on_contact_merged(session: Session, event: Envelope) -> None:
     data = event.data
     if "duplicate_id" not in data:
         raise PermanentError("contact.merged needs id and duplicate_id")
-    survivor = _contact_id(data.get("id", event.aggregate_id), "id")
-    duplicate = _contact_id(data["duplicate_id"], "duplicate_id")
+    survivor = contact_id_of(data.get("id", event.aggregate_id), "id")
+    duplicate = contact_id_of(data["duplicate_id"], "duplicate_id")
     if survivor == duplicate:
         return
     session.execute(
@@ -229,12 +221,7 @@ def on_contact_merged(session: Session, event: Envelope) -> None:
 
 def on_contact_erased(session: Session, event: Envelope) -> None:
     """Right to be forgotten: no address, subject, body or link of the person stays."""
-    data = event.data
-    merged = data.get("merged_ids") or []
-    if not isinstance(merged, list) or len(merged) > MAX_MERGED_IDS:
-        raise PermanentError("contact.erased merged_ids must be a list of contact ids")
-    ids = [_contact_id(data.get("id", event.aggregate_id), "id")]
-    ids += [_contact_id(value, "merged_ids") for value in merged]
+    ids = erased_contact_ids(event)
     addresses = session.scalars(select(ContactAddress).where(ContactAddress.contact_id.in_(ids)))
     keys = {address.email.lower() for address in addresses if address.email}
     session.execute(delete(ContactAddress).where(ContactAddress.contact_id.in_(ids)))

@@ -13,6 +13,7 @@ from services.sales import leads, privacy, scoring, tasks
 from services.sales.models import OPEN_LEAD_STATUSES, Lead, Task
 from services.sales.schemas import TaskInSchema
 from shared.bus import Handler, PermanentError
+from shared.contact_events import erased_contact_ids
 from shared.events import Envelope
 from shared.web import ApiError
 
@@ -35,13 +36,7 @@ def _text(data: dict[str, Any], name: str) -> str | None:
 
 def on_contact_erased(session: Session, event: Envelope) -> None:
     """Right to be forgotten: anonymise what sales holds about the person and their merges."""
-    contact_id = _text(event.data, "id") or event.aggregate_id
-    merged_ids = event.data.get("merged_ids") or []
-    if not contact_id or not isinstance(merged_ids, list):
-        raise PermanentError("contact.erased needs an id and a list of merged_ids")
-    if not all(isinstance(merged, str) for merged in merged_ids):
-        raise PermanentError("contact.erased merged_ids must be ids")
-    privacy.erase_contact(session, [contact_id, *merged_ids])
+    privacy.erase_contact(session, erased_contact_ids(event))
 
 
 def on_contact_merged(session: Session, event: Envelope) -> None:
