@@ -14,8 +14,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -96,10 +97,36 @@ def stop_process_group(process: subprocess.Popen, log: Path) -> None:
     if process.poll() is not None:  # honcho stops everything when one of its processes dies
         output = log.read_text(errors="replace")[-4000:]
         raise AssertionError(f"crm run ended early ({process.returncode}):\n{output}")
-    os.killpg(process.pid, signal.SIGINT)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
+    stop_groups([process], signal.SIGINT, grace_seconds=30)
+
+
+def stop_groups(
+    processes: Iterable[subprocess.Popen],
+    signum: int = signal.SIGTERM,
+    grace_seconds: float = 25,
+) -> None:
+    """Signal each process group whose leader still runs, then SIGKILL the groups still
+    there after the grace period. A group is signalled only while its leader is unreaped,
+    so its id is still ours."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+            os.killpg(process.pid, signum)
+    deadline = time.monotonic() + grace_seconds
+    for process in running:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def eventually(fetch: Callable[[], Any], check: Callable[[Any], bool], timeout: float = 30) -> Any:
+    """Poll `fetch()` until `check(answer)` holds; the last answer either way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = fetch()
+        if check(answer) or time.monotonic() > deadline:
+            return answer
+        time.sleep(0.2)

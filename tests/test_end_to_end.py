@@ -18,7 +18,7 @@ import pika
 import pytest
 import requests
 
-from tests.crm_run import crm_run_environment, free_port, running_crm
+from tests.crm_run import crm_run_environment, eventually, free_port, running_crm
 from tests.faults.system import read_mail
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,16 +223,6 @@ def _login(api: str) -> requests.Session:
     return session
 
 
-def _eventually(fetch, check, timeout: float = 20):
-    """Poll `fetch()` until `check(answer)` holds; the last answer either way."""
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = fetch()
-        if check(answer) or time.monotonic() > deadline:
-            return answer
-        time.sleep(0.2)
-
-
 def _win(session: requests.Session, api: str, deal_id: str) -> None:
     won = session.post(f"{api}/deals/{deal_id}/win", json={}, timeout=TIMEOUT)
     assert won.status_code == 200, won.text
@@ -256,12 +246,12 @@ def test_a_web_lead_converted_and_won_becomes_a_customer_once(system, amqp_url, 
     def contact() -> requests.Response:
         return session.get(f"{api}/contacts/{contact_id}", timeout=TIMEOUT)
 
-    made = _eventually(contact, lambda r: r.status_code == 200)
+    made = eventually(contact, lambda r: r.status_code == 200)
     assert made.status_code == 200 and made.json()["email"] == "grace@navy.example"
 
     _win(session, api, deal_id)
     [won] = tap.wait_for("deal.won")
-    customer = _eventually(contact, lambda r: r.json()["lifetime_value"]["amount"] == "500.00")
+    customer = eventually(contact, lambda r: r.json()["lifetime_value"]["amount"] == "500.00")
     assert customer.json()["lifecycle_stage"] == "customer"
 
     # The broker delivers the same deal.won again: it must not count twice.
@@ -276,7 +266,7 @@ def test_a_web_lead_converted_and_won_becomes_a_customer_once(system, amqp_url, 
         timeout=TIMEOUT,
     ).json()
     _win(session, api, second["id"])
-    final = _eventually(contact, lambda r: r.json()["lifetime_value"]["amount"] != "500.00")
+    final = eventually(contact, lambda r: r.json()["lifetime_value"]["amount"] != "500.00")
     assert final.json()["lifetime_value"] == {"amount": "600.00", "currency": "EUR"}
 
 
@@ -303,7 +293,7 @@ def test_a_ticket_from_a_new_address_makes_the_contact_and_lands_on_its_timeline
         types = {e.get("event_type") for e in answer.json().get("items", [])}
         return answer.status_code == 200 and "ticket.created" in types
 
-    entries = _eventually(timeline, has_ticket)
+    entries = eventually(timeline, has_ticket)
     assert entries.status_code == 200, entries.text
     opened = [e for e in entries.json()["items"] if e.get("event_type") == "ticket.created"]
     assert [e["subject"] for e in opened] == ["Invoice is wrong"]
@@ -328,7 +318,7 @@ def test_a_ticket_from_a_new_address_makes_the_contact_and_lands_on_its_timeline
     def recorded(answer: requests.Response) -> bool:
         return wanted <= {entry.get("event_type") for entry in answer.json()["items"]}
 
-    assert recorded(_eventually(timeline, recorded))
+    assert recorded(eventually(timeline, recorded))
 
 
 def _mail_to(directory: Path, address: str) -> list[EmailMessage]:
@@ -354,7 +344,7 @@ def test_mail_goes_out_through_the_smtp_catcher_once_and_is_tracked(system, tmp_
     def letters() -> list[EmailMessage]:
         return _mail_to(mail, "lin@customer.example") if mail.is_dir() else []
 
-    [ack] = _eventually(letters, lambda found: len(found) >= 1)
+    [ack] = eventually(letters, lambda found: len(found) >= 1)
     assert "Printer on fire" in ack["Subject"] and ack["Message-ID"]
     assert {"text/plain", "text/html"} <= {part.get_content_type() for part in ack.walk()}
 
@@ -362,7 +352,7 @@ def test_mail_goes_out_through_the_smtp_catcher_once_and_is_tracked(system, tmp_
         f"{api}/tickets/{ticket['id']}", json={"status": "resolved"}, timeout=TIMEOUT
     )
     assert resolved.status_code == 200, resolved.text
-    found = _eventually(letters, lambda found: len(found) >= 2)
+    found = eventually(letters, lambda found: len(found) >= 2)
     assert len(found) == 2, [letter["Subject"] for letter in found]
     csat = found[1]
     html = csat.get_body(("html",)).get_content()
@@ -407,7 +397,7 @@ def test_an_agent_made_through_the_gateway_is_emailed_the_ticket_assigned_to_the
     def letters() -> list[EmailMessage]:
         return _mail_to(mail, "sam@crm.example") if mail.is_dir() else []
 
-    [notice] = _eventually(letters, lambda found: len(found) >= 1)
+    [notice] = eventually(letters, lambda found: len(found) >= 1)
     assert notice["Subject"].startswith("Assigned to you: Fax jammed")
     assert "Hello Sam Agent" in notice.get_body(("plain",)).get_content()
 
@@ -428,7 +418,7 @@ def test_a_segment_follows_a_contact_and_its_unsubscribe_link_needs_no_login(sys
         url = f"{api}/segments/{segment.json()['id']}/members"
         return session.get(url, timeout=TIMEOUT)
 
-    found = _eventually(members, lambda r: r.json()["items"])
+    found = eventually(members, lambda r: r.json()["items"])
     assert [m["email"] for m in found.json()["items"]] == ["mia@customer.example"]
 
     subscribe = {"contact_id": mia["id"], "status": "subscribed"}
@@ -466,9 +456,7 @@ def test_a_campaign_reaches_its_segment_once_and_counts_opens_and_unsubscribes(s
     }
     segment = session.post(f"{api}/segments", json={"name": "Spring", "filter": spring}).json()
     members = f"{api}/segments/{segment['id']}/members"
-    _eventually(
-        lambda: session.get(members, timeout=TIMEOUT), lambda r: len(r.json()["items"]) == 2
-    )
+    eventually(lambda: session.get(members, timeout=TIMEOUT), lambda r: len(r.json()["items"]) == 2)
     said_no = {"contact_id": people["Eli"]["id"], "status": "unsubscribed"}
     assert session.post(f"{api}/subscriptions", json=said_no, timeout=TIMEOUT).status_code == 201
 
@@ -482,23 +470,23 @@ def test_a_campaign_reaches_its_segment_once_and_counts_opens_and_unsubscribes(s
     def letters() -> list[EmailMessage]:
         return _mail_to(mail, "@spring.example") if mail.is_dir() else []
 
-    [letter] = _eventually(letters, lambda found: len(found) >= 1)
+    [letter] = eventually(letters, lambda found: len(found) >= 1)
     assert letter["To"] == "noa@spring.example" and letter["Subject"] == "Spring sale"
 
     def stats() -> requests.Response:
         return session.get(f"{api}/campaigns/{campaign['id']}", timeout=TIMEOUT)
 
-    sent = _eventually(stats, lambda r: r.json()["stats"]["sent"] == 1).json()
+    sent = eventually(stats, lambda r: r.json()["stats"]["sent"] == 1).json()
     assert sent["status"] == "sent" and sent["stats"]["recipients"] == 1
     [pixel] = re.findall(
         r'src="(http[^"]*/t/o/[^"]+\.gif)"', letter.get_body(("html",)).get_content()
     )
     assert requests.get(pixel, timeout=TIMEOUT).status_code == 200  # no login
-    _eventually(stats, lambda r: r.json()["stats"]["opened"] == 1)
+    eventually(stats, lambda r: r.json()["stats"]["opened"] == 1)
     [link] = re.findall(r"<(http[^>]+)>", re.sub(r"\s+", "", str(letter["List-Unsubscribe"])))
     one_click = requests.post(link, data={"List-Unsubscribe": "One-Click"}, timeout=TIMEOUT)
     assert one_click.status_code < 300, one_click.text
-    final = _eventually(stats, lambda r: r.json()["stats"]["unsubscribed"] == 1).json()
+    final = eventually(stats, lambda r: r.json()["stats"]["unsubscribed"] == 1).json()
     assert final["stats"]["opened"] == 1 and len(letters()) == 1  # never a second email
 
 
@@ -512,13 +500,13 @@ def test_the_customer_view_and_the_dashboard_hear_from_every_service(system):
     made = session.post(f"{api}/deals", json=deal, timeout=TIMEOUT)
     assert made.status_code == 201, made.text
     issue = {"contact_id": contact["id"], "subject": "Where is my order", "channel": "email"}
-    ticket = _eventually(
+    ticket = eventually(
         lambda: session.post(f"{api}/tickets", json=issue, timeout=TIMEOUT),
         lambda r: r.status_code == 201,
     )
     assert ticket.status_code == 201, ticket.text
     consent = {"contact_id": contact["id"], "status": "subscribed"}
-    subscribed = _eventually(  # marketing learns of the contact from contact.created
+    subscribed = eventually(  # marketing learns of the contact from contact.created
         lambda: session.post(f"{api}/subscriptions", json=consent, timeout=TIMEOUT),
         lambda r: r.status_code == 201,
     )
@@ -575,7 +563,7 @@ def test_one_customers_life_through_the_gateway_shows_in_the_unified_view(system
         return answer.json() if answer.status_code == 200 else {}
 
     def seen(check) -> dict:
-        found = _eventually(view, lambda v: bool(v) and check(v), timeout=30)
+        found = eventually(view, lambda v: bool(v) and check(v), timeout=30)
         assert found and check(found), found
         assert found["unavailable"] == [], found["unavailable"]
         return found
@@ -604,7 +592,7 @@ def test_one_customers_life_through_the_gateway_shows_in_the_unified_view(system
     )
     segment = session.post(f"{api}/segments", json={"name": "Customers", "filter": customers})
     members = f"{api}/segments/{segment.json()['id']}/members"
-    _eventually(lambda: session.get(members, timeout=TIMEOUT), lambda r: r.json()["items"])
+    eventually(lambda: session.get(members, timeout=TIMEOUT), lambda r: r.json()["items"])
     content = {"subject": "Thank you", "body_text": "Thanks.", "body_html": "<p>Thanks</p>"}
     draft = {"name": "Thanks", "segment_id": segment.json()["id"], **content}
     campaign = session.post(f"{api}/campaigns", json=draft, timeout=TIMEOUT).json()
@@ -615,7 +603,7 @@ def test_one_customers_life_through_the_gateway_shows_in_the_unified_view(system
         found = _mail_to(mail, "ada@life.example") if mail.is_dir() else []
         return [letter for letter in found if letter["Subject"] == "Thank you"]
 
-    [letter] = _eventually(thanks, lambda found: len(found) >= 1, timeout=30)
+    [letter] = eventually(thanks, lambda found: len(found) >= 1, timeout=30)
     html = letter.get_body(("html",)).get_content()
     [pixel] = re.findall(r'src="(http[^"]*/t/o/[^"]+\.gif)"', html)
     assert requests.get(pixel, timeout=TIMEOUT).status_code == 200
@@ -627,7 +615,7 @@ def test_one_customers_life_through_the_gateway_shows_in_the_unified_view(system
 
     erased = session.delete(f"{api}/contacts/{contact_id}?erase=true", timeout=TIMEOUT)
     assert erased.status_code == 204, erased.text
-    gone = _eventually(
+    gone = eventually(
         lambda: session.get(f"{api}/customers/{contact_id}", timeout=TIMEOUT),
         lambda r: r.status_code == 404,
     )

@@ -10,7 +10,6 @@ import contextlib
 import importlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from typing import Any
 import pika
 import requests
 
-from tests.crm_run import free_port
+from tests.crm_run import free_port, stop_groups
 
 ROOT = Path(__file__).resolve().parents[2]
 START_SECONDS = 60.0  # a loaded 2-core machine may take long to import and migrate
@@ -176,17 +175,7 @@ class ServiceProcesses:
 
     def stop(self) -> None:
         """SIGTERM each process group, SIGKILL what is still there after a grace period."""
-        for process in self.processes.values():
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
+        stop_groups(self.processes.values(), grace_seconds=20)
         self.processes.clear()
 
 

@@ -26,7 +26,7 @@ import pika
 import pika.exceptions
 import requests
 
-from tests.crm_run import free_port
+from tests.crm_run import free_port, stop_groups
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 10
@@ -168,19 +168,8 @@ class System:
         child.wait(timeout=10)
 
     def stop(self) -> None:
-        """SIGTERM every process group, then SIGKILL what is left after a grace period.
-
-        A group is signalled only while its leader is unreaped, so its id is still ours."""
-        running = [child for child in self.processes.values() if child.poll() is None]
-        for child in running:
-            os.killpg(child.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 25
-        for child in running:
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait(timeout=10)
+        """SIGTERM every process group, then SIGKILL what is left after a grace period."""
+        stop_groups(self.processes.values(), grace_seconds=25)
 
     def assert_running(self) -> None:
         ended = {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}

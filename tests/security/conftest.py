@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import email
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -179,16 +178,6 @@ def assert_problem(answer: requests.Response, *statuses: int) -> dict[str, Any]:
     assert answer.status_code in statuses, (answer.status_code, answer.text[:500])
     assert answer.headers["Content-Type"].startswith("application/problem+json"), answer.headers
     return answer.json()
-
-
-def eventually(fetch: Callable[[], Any], check: Callable[[Any], bool], timeout: float = 30) -> Any:
-    """Poll `fetch()` until `check(answer)` holds; the last answer either way."""
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = fetch()
-        if check(answer) or time.monotonic() > deadline:
-            return answer
-        time.sleep(0.2)
 
 
 def mail_to(system: System, address: str) -> list[EmailMessage]:

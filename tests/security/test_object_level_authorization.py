@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.security.conftest import Caller, System, assert_problem, eventually
+from tests.crm_run import eventually
+from tests.security.conftest import Caller, System, assert_problem
 
 pytestmark = pytest.mark.xdist_group("crm-run")
 
