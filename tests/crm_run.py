@@ -29,6 +29,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_ports(names: Iterable[str]) -> dict[str, int]:
+    """A free port for each name, all different: each probe stays bound until all are
+    chosen (one free_port() after another was once given the same port twice)."""
+    with contextlib.ExitStack() as probes:
+        ports = {}
+        for name in names:
+            probe = probes.enter_context(socket.socket())
+            probe.bind(("127.0.0.1", 0))
+            ports[name] = probe.getsockname()[1]
+        return ports
+
+
 def crm_run_environment(
     ports: dict[str, int], data_dir: Path, amqp_url: str, prefix: str, **settings: str
 ) -> dict[str, str]:

@@ -18,7 +18,7 @@ import pika
 import pytest
 import requests
 
-from tests.crm_run import crm_run_environment, eventually, free_port, running_crm
+from tests.crm_run import crm_run_environment, eventually, free_port, free_ports, running_crm
 from tests.faults.system import read_mail
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ class EventTap:
 def system(tmp_path, amqp_url, amqp_prefix) -> Iterator[tuple[str, EventTap]]:
     from shared.cli import SERVICES
 
-    ports = {name: free_port() for name in SERVICES}
+    ports = free_ports(SERVICES)
     env = crm_run_environment(
         ports,
         tmp_path / "var",

@@ -26,7 +26,7 @@ import pika
 import pika.exceptions
 import requests
 
-from tests.crm_run import free_port, stop_groups
+from tests.crm_run import free_port, free_ports, stop_groups
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 10
@@ -65,7 +65,7 @@ class System:
         self.services = SERVICES
         self.workdir, self.amqp_url, self.amqp_prefix = workdir, amqp_url, amqp_prefix
         self.data_dir = workdir / "var"
-        self.ports = {name: free_port() for name in SERVICES}
+        self.ports = free_ports(SERVICES)
         self.env = {
             **os.environ,
             **{f"CRM_{name.upper()}_PORT": str(port) for name, port in self.ports.items()},

@@ -17,7 +17,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from tests.crm_run import free_port, running_crm
+from tests.crm_run import free_ports, running_crm
 from tests.fuzz.system import TIMEOUT, System, sign_in, system_environment
 
 _runs = itertools.count()
@@ -76,7 +76,7 @@ def system(
     """Every service as real processes, and the admin signed in."""
     from shared.cli import SERVICES
 
-    ports = {name: free_port() for name in SERVICES}
+    ports = free_ports(SERVICES)
     tmp = tmp_path_factory.mktemp("fuzz-system")
     env = system_environment(tmp / "var", ports, service_databases, (amqp_url, broker_prefix))
     with running_crm(env, ports, tmp / "crm-run.log", ready_path="/ready", seconds=180):

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.crm_run import crm_run_environment, free_port, running_crm
+from tests.crm_run import crm_run_environment, free_ports, running_crm
 
 TIMEOUT = 10
 JWT_SECRET = "security-tests-secret-" + "s" * 40
@@ -114,7 +114,7 @@ def system(tmp_path_factory: pytest.TempPathFactory, amqp_url: str) -> Iterator[
     for name in (name for name, spec in SERVICES.items() if spec.has_worker):
         for suffix in ("", ".dlq", ".retry.200ms", ".retry.500ms"):
             remember_queue(prefix, f"{prefix}{name}.events{suffix}")
-    ports = {name: free_port() for name in SERVICES}
+    ports = free_ports(SERVICES)
     root = tmp_path_factory.mktemp("security")
     env = _environment(ports, root / "var", amqp_url, prefix)
     try:

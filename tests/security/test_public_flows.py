@@ -21,13 +21,13 @@ from itsdangerous import URLSafeSerializer
 from services.marketing import unsubscribe
 from services.notifications import webhooks
 from shared.config import load_settings
+from tests.crm_run import eventually
 from tests.security.conftest import (
     JWT_SECRET,
     TIMEOUT,
     Caller,
     System,
     assert_problem,
-    eventually,
     mail_to,
     unb64url,
 )
