@@ -16,11 +16,10 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /app
 
-# Dependencies first, from pyproject.toml alone, so a code change reuses this layer.
-COPY pyproject.toml README.md ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
-    && pip install --upgrade pip \
-    && pip install -r /tmp/requirements.txt
+# Dependencies first, exactly as locked (each file checked against its hash), so a code
+# change reuses this layer.
+COPY pyproject.toml README.md requirements-runtime.lock ./
+RUN pip install --require-hashes -r requirements-runtime.lock
 
 # The code. `crm` finds deploy/gunicorn.conf.py and each service's migrations/ next to
 # its packages (shared/cli.py ROOT), so the project is installed in place (editable,

@@ -1,15 +1,26 @@
 # The two commands: `make run` runs the whole system, `make test` runs every test.
 PYTHON ?= python3
 VENV := .venv
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+LOCK := requirements.lock
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench clean lock
 
-$(STAMP): pyproject.toml
+# Installs exactly what the lock names, each file checked against its hash; the project
+# itself goes in without fetching anything more (setuptools and wheel are in the lock).
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	$(VENV)/bin/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-* && touch $@
+
+# After changing a dependency in pyproject.toml: both locks again (tests/test_lock.py checks);
+# requirements-runtime.lock, without the dev tools, is what the image installs.
+PIP_COMPILE := PIP_FIND_LINKS= $(VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras \
+	--no-emit-find-links --no-emit-index-url --allow-unsafe
+lock: $(STAMP)
+	$(PIP_COMPILE) --extra dev -o $(LOCK) pyproject.toml
+	$(PIP_COMPILE) -o requirements-runtime.lock pyproject.toml
 
 run: $(STAMP)
 	GUNICORN_WORKERS=$${GUNICORN_WORKERS:-2} $(VENV)/bin/crm run
