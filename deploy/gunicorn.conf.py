@@ -24,6 +24,11 @@ loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "warning")
 # Which proxies' X-Forwarded-* to believe is the app's decision (CRM_TRUSTED_PROXIES); by
 # default gunicorn would believe X-Forwarded-Proto from anyone calling from 127.0.0.1.
 forwarded_allow_ips = ""
+# No control socket (gunicorn >= 25's `gunicornc` server): its one default path,
+# ~/.gunicorn/gunicorn.ctl, is shared by every master on the machine, so under `crm run`
+# six masters took it from each other (and printed an error when two met). Processes are
+# managed by signals (honcho, Compose, Kubernetes), never through that socket.
+control_socket_disable = True
 
 
 def child_exit(_server, worker):
