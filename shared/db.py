@@ -147,3 +147,23 @@ def take_write_lock(session: Session) -> None:
         return
     if not connection.connection.dbapi_connection.in_transaction:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# How long a claim that must skip what others hold may wait for any lock (PostgreSQL).
+CLAIM_LOCK_TIMEOUT_MS = 2000
+
+
+@contextmanager
+def no_lock_wait(session: Session) -> Iterator[None]:
+    """Within the block a PostgreSQL lock wait fails after CLAIM_LOCK_TIMEOUT_MS.
+
+    A claim reads with SKIP LOCKED, so it never needs to wait: if it ever does (SKIP LOCKED
+    lost, a table lock held), it fails with an error instead of hanging its worker.
+    """
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        yield
+        return
+    connection.exec_driver_sql(f"SET LOCAL lock_timeout = {CLAIM_LOCK_TIMEOUT_MS}")
+    yield
+    connection.exec_driver_sql("SET LOCAL lock_timeout = DEFAULT")

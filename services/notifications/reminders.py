@@ -41,7 +41,7 @@ from services.notifications.sending import queue_message
 from services.notifications.users import staff_address
 from shared.bus import Handler, PermanentError
 from shared.config import Settings
-from shared.db import Database, take_write_lock
+from shared.db import Database, no_lock_wait, take_write_lock
 from shared.events import Envelope, isoformat, utcnow
 from shared.outbox import record_event
 from shared.web import ApiError, conflict
@@ -313,15 +313,16 @@ def claim_due(session: Session, now: datetime, limit: int) -> list[Reminder]:
     if session.scalar(select(Reminder.id).where(*due).limit(1)) is None:
         return []  # idle: no lock taken (SQLite has only one)
     take_write_lock(session)
-    reminders = list(
-        session.scalars(
-            select(Reminder)
-            .where(*due)
-            .order_by(Reminder.due_at, Reminder.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+    with no_lock_wait(session):
+        reminders = list(
+            session.scalars(
+                select(Reminder)
+                .where(*due)
+                .order_by(Reminder.due_at, Reminder.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
         )
-    )
     for reminder in reminders:
         reminder.status, reminder.fired_at, reminder.updated_at = "sent", now, now
     session.flush()

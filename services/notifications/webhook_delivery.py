@@ -62,7 +62,7 @@ from sqlalchemy.orm import Session
 from services.notifications import webhooks
 from services.notifications.models import Webhook, WebhookDelivery
 from shared.config import Settings
-from shared.db import Database, take_write_lock
+from shared.db import Database, no_lock_wait, take_write_lock
 from shared.events import isoformat, utcnow
 from shared.outbox import record_event
 from shared.worker import Timer
@@ -194,15 +194,16 @@ def claim_due(session: Session, now: datetime, limit: int) -> list[Claim]:
     if session.scalar(select(WebhookDelivery.id).where(*due).limit(1)) is None:
         return []  # idle: no lock taken (SQLite has only one)
     take_write_lock(session)
-    ids = list(
-        session.scalars(
-            select(WebhookDelivery.id)
-            .where(*due)
-            .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True, of=WebhookDelivery)
+    with no_lock_wait(session):
+        ids = list(
+            session.scalars(
+                select(WebhookDelivery.id)
+                .where(*due)
+                .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True, of=WebhookDelivery)
+            )
         )
-    )
     if not ids:
         return []
     session.execute(

@@ -29,7 +29,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from services.support.models import OPEN_STATUSES, Ticket
 from services.support.sla import RUNNING_STATUSES, as_utc, record_alert
-from shared.db import Database, take_write_lock
+from shared.db import Database, no_lock_wait, take_write_lock
 from shared.events import utcnow
 
 log = logging.getLogger(__name__)
@@ -109,15 +109,16 @@ def claim_and_publish(session: Session, alert: Alert, now: datetime, limit: int)
     if session.scalar(select(Ticket.id).where(*conditions).limit(1)) is None:
         return 0  # nothing due: no lock taken (SQLite has only one)
     take_write_lock(session)
-    tickets = list(
-        session.scalars(
-            select(Ticket)
-            .where(*conditions)
-            .order_by(alert.column(alert.moment), Ticket.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+    with no_lock_wait(session):
+        tickets = list(
+            session.scalars(
+                select(Ticket)
+                .where(*conditions)
+                .order_by(alert.column(alert.moment), Ticket.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
         )
-    )
     for ticket in tickets:
         setattr(ticket, alert.stamp, now)
         ticket.version += 1

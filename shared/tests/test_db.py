@@ -66,3 +66,31 @@ def test_a_postgresql_server_that_never_answers_fails_the_connection_in_time(mon
         with pytest.raises(sa.exc.OperationalError):
             engine.connect()
         assert time.monotonic() - started < 10
+
+
+def test_a_lock_wait_inside_no_lock_wait_fails_in_time_and_ends_with_the_block(postgres_url):
+    import time
+
+    from shared.db import CLAIM_LOCK_TIMEOUT_MS, no_lock_wait
+
+    db = Database("test", postgres_url, metadata)
+    db.create_all()
+    try:
+        with db.session() as session:
+            session.execute(items.insert().values(id=1))
+        held = sa.select(items.c.id).where(items.c.id == 1).with_for_update()
+        with db.engine.connect() as holder, holder.begin():
+            holder.execute(held)
+            with db.session() as session:
+                started = time.monotonic()
+                with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+                    with no_lock_wait(session):
+                        session.execute(held)  # a claim that lost SKIP LOCKED would wait
+                waited = time.monotonic() - started
+        assert CLAIM_LOCK_TIMEOUT_MS / 1000 <= waited < 10
+        with db.session() as session:
+            with no_lock_wait(session):
+                assert session.scalar(sa.text("SHOW lock_timeout")) == "2s"
+            assert session.scalar(sa.text("SHOW lock_timeout")) == "0"
+    finally:
+        db.dispose()
