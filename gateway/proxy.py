@@ -20,7 +20,7 @@ from gateway.accounts import PRINCIPAL_CHANGED
 from gateway.breaker import breaker_for, init_breakers
 from gateway.upstream import TIMED_OUT, UNREACHABLE, HTTPError, Upstream, UpstreamError
 from shared.auth import API_KEY_HEADER, issue_token
-from shared.web import REQUEST_ID_HEADER, ApiError, current_settings
+from shared.web import REQUEST_ID_HEADER, ApiError, current_settings, path_problem
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +117,26 @@ def upstream_headers() -> dict[str, str]:
     return headers
 
 
-def upstream_url(base_url: str) -> str:
-    path = quote(request.path, safe="/:@!$&'()*+,;=")
+def upstream_path(prefix: str, rest: str) -> str:
+    """The path asked of the service: the matched prefix and the remainder, checked again.
+
+    Built from these two and never from the request's path, so nothing but a route of
+    ROUTES reaches a service (shared.web refused dot segments already; this holds even if
+    that check is ever bypassed).
+    """
+    if not rest:
+        return prefix
+    refused = path_problem(f"/{rest}")
+    if refused:
+        raise ApiError(400, "Bad Request", f"The URL path holds {refused}")
+    return f"{prefix}/{rest}"
+
+
+def upstream_url(base_url: str, path: str) -> str:
+    """The service's URL of `path` (decoded; encoded again here) and the request's query."""
+    quoted = quote(path, safe="/:@!$&'()*+,;=")
     query = request.query_string.decode("latin-1")
-    return f"{base_url.rstrip('/')}{path}" + (f"?{query}" if query else "")
+    return f"{base_url.rstrip('/')}{quoted}" + (f"?{query}" if query else "")
 
 
 class _RequestBody:
@@ -158,8 +174,8 @@ def unavailable(service: str) -> ApiError:
     return ApiError(503, "Service Unavailable", f"The {service} service is unavailable")
 
 
-def call_service(http: Upstream, service: str) -> urllib3.BaseHTTPResponse:
-    """Send the current request to a service; 503 if it is down, 504 if it is too slow."""
+def call_service(http: Upstream, service: str, path: str) -> urllib3.BaseHTTPResponse:
+    """Send the current request to `path` of a service; 503 if it is down, 504 if slow."""
     settings = current_settings()
     base_url = settings.service_urls.get(service)
     if not base_url:
@@ -172,7 +188,7 @@ def call_service(http: Upstream, service: str) -> urllib3.BaseHTTPResponse:
     try:
         upstream = http.send(
             request.method,
-            upstream_url(base_url),
+            upstream_url(base_url, path),
             headers=headers,
             body=body,
             chunked=chunked,
@@ -236,9 +252,10 @@ def _read_whole(upstream: urllib3.BaseHTTPResponse, service: str) -> bytes:
         upstream.close()
 
 
-def _forwarder(http: Upstream, service: str) -> Callable[..., Response]:
+def _forwarder(http: Upstream, prefix: str, service: str) -> Callable[..., Response]:
     def forward(rest: str = "") -> Response:
-        return relay_response(call_service(http, service), service)
+        path = upstream_path(prefix, rest)
+        return relay_response(call_service(http, service, path), service)
 
     return forward
 
@@ -247,7 +264,7 @@ def proxy_blueprint(http: Upstream) -> Blueprint:
     """Routes that forward every path under ROUTES' prefixes to its service."""
     bp = Blueprint("proxy", __name__)
     for prefix, service in ROUTES.items():
-        view = _forwarder(http, service)
+        view = _forwarder(http, prefix, service)
         endpoint = "forward" + prefix.removeprefix("/api/v1").replace("/", "_").replace("-", "_")
         bp.add_url_rule(prefix, endpoint, view, methods=METHODS)
         bp.add_url_rule(f"{prefix}/<path:rest>", f"{endpoint}_rest", view, methods=METHODS)

@@ -34,6 +34,10 @@ _REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # A `\ud800`..`\udfff` escape: half of a surrogate pair, alone not valid Unicode.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# Percent-encoding still in a path after the server decoded it once (`%252e` is `%2e`):
+# a second decoder further on would read another path than the one checked here.
+_STILL_ENCODED = re.compile(r"%[0-9A-Fa-f]{2}")
+_DOT_SEGMENTS = frozenset({"", ".", ".."})
 
 
 class ApiError(Exception):
@@ -234,11 +238,45 @@ class CrmJSONProvider(DefaultJSONProvider):
         return DefaultJSONProvider.default(o)
 
 
+def path_problem(path: str) -> str | None:
+    """Why a decoded URL path is not in its normal form, or None if it is.
+
+    Refused: `.` and `..` segments, empty ones (`//`; one trailing `/` is fine), a
+    backslash, and percent-encoding left after decoding. Each would be read as another
+    path by whatever normalises it later (urllib3 collapses `..` before sending), so a
+    check on this path (which route, which token, which role) would not hold for the
+    path finally served.
+    """
+    if "\\" in path:
+        return "a backslash"
+    if _STILL_ENCODED.search(path):
+        return "percent-encoding left after decoding (encoded twice)"
+    if path in ("", "/"):
+        return None
+    if not path.startswith("/"):
+        return "no leading slash"
+    # One trailing slash is dropped (`/contacts/` is `/contacts`); `//` alone is not.
+    inner = path[1:].removesuffix("/") if len(path) > 2 else path[1:]
+    bad = next((part for part in inner.split("/") if part in _DOT_SEGMENTS), None)
+    if bad is None:
+        return None
+    return f"a '{bad}' segment" if bad else "an empty segment (//)"
+
+
+def refuse_unnormalised_path() -> None:
+    """400 unless the request's path, as the server decoded it, is in its normal form."""
+    # PATH_INFO, not request.path: werkzeug strips leading slashes from that one.
+    refused = path_problem(request.environ.get("PATH_INFO", ""))
+    if refused:
+        raise ApiError(400, "Bad Request", f"The URL path holds {refused}")
+
+
 def _start_request() -> None:
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
     g.request_id = incoming if _REQUEST_ID_PATTERN.match(incoming) else str(uuid.uuid4())
     g.request_token = correlation_id.set(g.request_id)
     g.request_started = time.perf_counter()
+    refuse_unnormalised_path()  # first: every later hook and the routing trust the path
     if "\x00" in request.path:
         raise ApiError(400, "Bad Request", "The URL cannot contain NUL (%00) characters")
     bad = sorted({name for name, value in request.args.items(multi=True) if "\x00" in value})
