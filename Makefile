@@ -33,9 +33,11 @@ lint: $(STAMP)
 # The broker outage test stops the broker itself (`rabbitmqctl stop_app`): it runs after the
 # rest, alone, so no other test is running when the broker goes away.
 OUTAGE_TEST := tests/faults/test_broker_outage.py
+# -rfEs: failures, errors and every skip with its reason (under CI a skip conftest.py's
+# ALLOWED_SKIPS does not name fails the run).
 test: lint
-	$(VENV)/bin/python -m pytest -q -n $${CRM_TEST_PROCESSES:-6} --dist loadgroup --ignore=$(OUTAGE_TEST)
-	$(VENV)/bin/python -m pytest -q -n 0 $(OUTAGE_TEST)
+	$(VENV)/bin/python -m pytest -q -rfEs -n $${CRM_TEST_PROCESSES:-6} --dist loadgroup --ignore=$(OUTAGE_TEST)
+	$(VENV)/bin/python -m pytest -q -rfEs -n 0 $(OUTAGE_TEST)
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
