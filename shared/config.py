@@ -157,8 +157,8 @@ def load_settings(service: str, environ: Mapping[str, str] | None = None) -> Set
             "trusted_proxies": _int(env, "CRM_TRUSTED_PROXIES", 0),
             # Browser origins allowed to call the API (comma-separated); empty: no CORS.
             "cors_origins": _list(env, "CRM_CORS_ORIGINS"),
-            # Private networks webhooks may be sent into (comma-separated CIDRs, e.g. an
-            # integration server at 10.20.0.0/16); empty: public addresses and loopback only.
+            # Networks webhooks may be sent into besides public addresses (comma-separated
+            # CIDRs: an integration server at 10.20.0.0/16, or 127.0.0.0/8 for development).
             "webhook_allowed_networks": _list(env, "CRM_WEBHOOK_ALLOWED_NETWORKS"),
             # /ready fails while RabbitMQ is unreachable too (off: the api keeps taking
             # writes into its outbox during a broker outage, and only reports it).

@@ -59,7 +59,7 @@ import requests
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from services.notifications import webhooks
+from services.notifications import webhook_transport, webhooks
 from services.notifications.models import Webhook, WebhookDelivery
 from shared.config import Settings
 from shared.db import Database, no_lock_wait, take_write_lock
@@ -145,28 +145,37 @@ def _failure(response: requests.Response) -> str:
     return f"HTTP {response.status_code} {response.reason or ''}".strip()
 
 
-def post_delivery(claim: Claim, timeout: float, allowed: tuple[Any, ...] = ()) -> Outcome:
+def post_delivery(
+    claim: Claim, timeout: float, allowed: tuple[Any, ...] = (), verify: bool | str = True
+) -> Outcome:
     """POST one attempt; never raises (a failure is an outcome to record).
 
-    `allowed`: the private networks webhooks may reach (CRM_WEBHOOK_ALLOWED_NETWORKS).
+    `allowed`: the networks webhooks may reach besides public ones
+    (CRM_WEBHOOK_ALLOWED_NETWORKS). `verify`: True, or a CA bundle's path (tests).
     """
     body = claim.payload.encode()
     headers = signed_headers(claim, body, int(time.time()))
     try:
-        # Names are looked up again each time: one may have been pointed inside since.
+        # Names are looked up again each time (one may have been pointed inside since), once:
+        # the connection goes to the address checked, whatever a second lookup would say.
         host = urlsplit(claim.url).hostname or ""
-        refused = webhooks.host_problem(host, resolve=True, allowed=allowed)
-        if refused is not None:
+        try:
+            address = webhook_transport.checked_address(host, allowed)
+        except webhook_transport.RefusedHost as refused:
             return Outcome(None, f"not sent: {refused}")
         # stream=True: the status is all we need; a huge answer is never read.
-        with requests.post(
-            claim.url,
-            data=body,
-            headers=headers,
-            timeout=timeout,
-            allow_redirects=False,
-            stream=True,
-        ) as response:
+        with (
+            webhook_transport.pinned_session(address) as session,
+            session.post(
+                claim.url,
+                data=body,
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+                stream=True,
+                verify=verify,
+            ) as response,
+        ):
             if 200 <= response.status_code < 300:
                 return Outcome(response.status_code)
             return Outcome(response.status_code, _failure(response))

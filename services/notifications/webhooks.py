@@ -13,12 +13,16 @@ for development and tests: payloads carry personal data, and the signature prote
 integrity, not their confidentiality. Credentials in the URL are refused (they would show
 in every listing and log line); the receiver authenticates us by the signature.
 
-No request forgery into the network the CRM runs in: a host must be a public address or
-loopback. An address written in the URL (in any spelling: `169.254.169.254`, `2852039166`,
-`[::ffff:a9fe:a9fe]`) that is private, link-local (cloud metadata), unspecified, multicast
-or reserved is refused here, and a name is resolved again before each delivery
-(`webhook_delivery`), so a name pointing inside is not fetched either. An operator whose
-receivers live on a private network opens it with CRM_WEBHOOK_ALLOWED_NETWORKS.
+No request forgery into the network the CRM runs in: a host must be a public address. An
+address written in the URL (in any spelling: `169.254.169.254`, `2852039166`,
+`[::ffff:a9fe:a9fe]`) that is loopback, private, link-local (cloud metadata), unspecified,
+multicast or reserved is refused here, and a name is resolved again before each delivery and
+the connection made to the address checked (`webhook_transport`), so a name pointing inside
+is not fetched either, even when its second DNS answer differs from its first. An operator
+opens networks with CRM_WEBHOOK_ALLOWED_NETWORKS: receivers on a private network
+(`10.20.0.0/16`), or loopback (`127.0.0.0/8,::1/128`) for development and tests with a
+receiver on the same machine; by default even loopback is refused (the CRM's own services
+and broker listen there).
 
 A disabled webhook (by hand, or automatically after repeated failures) gets no new
 deliveries; its pending ones wait and go out once it is enabled again.
@@ -89,7 +93,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _address_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def address_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     """The address a host is written as, in any spelling the resolver accepts; None: a name."""
     try:
         infos = socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
@@ -115,13 +119,24 @@ def allowed_networks(
 
 
 def is_reachable_address(address: Address, allowed: Iterable[Any] = ()) -> bool:
-    """A public address, loopback (development) or one of the allowed private networks."""
+    """A public address, or one in the networks the operator opened (loopback among them)."""
     mapped = getattr(address, "ipv4_mapped", None)
     if mapped is not None:
         address = mapped
-    if address.is_loopback or any(address in network for network in allowed):
+    if any(address in network for network in allowed):
         return True
     return address.is_global and not (address.is_multicast or address.is_reserved)
+
+
+def address_problem(
+    host: str, addresses: Iterable[Address], allowed: Iterable[Any] = ()
+) -> str | None:
+    """Why `host`, having these addresses, must not be sent to, or None."""
+    allowed = tuple(allowed)
+    internal = sorted({str(a) for a in addresses if not is_reachable_address(a, allowed)})
+    if internal:
+        return f"The host {host} is an internal address ({', '.join(internal)})."
+    return None
 
 
 def host_problem(host: str, *, resolve: bool = False, allowed: Iterable[Any] = ()) -> str | None:
@@ -130,9 +145,11 @@ def host_problem(host: str, *, resolve: bool = False, allowed: Iterable[Any] = (
     `resolve`: also look a name up (at delivery time) and check every address it has.
     `allowed`: private networks the operator opened to webhooks.
     """
-    literal = _address_of(host)
+    literal = address_of(host)
     if literal is not None:
         addresses = [literal]
+    elif is_loopback(host):  # localhost by name: loopback without asking the resolver
+        addresses = [ipaddress.ip_address("127.0.0.1")]
     elif resolve:
         try:
             infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
@@ -141,11 +158,7 @@ def host_problem(host: str, *, resolve: bool = False, allowed: Iterable[Any] = (
         addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
     else:
         return None
-    allowed = tuple(allowed)
-    internal = sorted({str(a) for a in addresses if not is_reachable_address(a, allowed)})
-    if internal:
-        return f"The host {host} is an internal address ({', '.join(internal)})."
-    return None
+    return address_problem(host, addresses, allowed)
 
 
 def url_problem(url: str, allowed: Iterable[Any] = ()) -> str | None:
@@ -162,7 +175,7 @@ def url_problem(url: str, allowed: Iterable[Any] = ()) -> str | None:
     if parts.username is not None or parts.password is not None:
         return "Credentials cannot be part of the URL; receivers check the signature instead."
     if parts.scheme == "http" and not is_loopback(parts.hostname):
-        return "Use https (plain http is only allowed to localhost)."
+        return "Use https (plain http is only allowed to localhost, when loopback is opened)."
     return host_problem(parts.hostname, allowed=allowed)
 
 

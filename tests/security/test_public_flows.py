@@ -246,6 +246,9 @@ INTERNAL_URLS = [
     "https://0.0.0.0:8001/api/v1/contacts",
     "https://[::]/",
     "https://224.0.0.1/",
+    "https://127.0.0.1:8001/api/v1/contacts",  # the CRM's own services listen on loopback
+    "http://localhost:15672/api/users",
+    "https://[::1]/",
     "http://169.254.169.254/",
     "http://10.0.0.1/",
     "http://0.0.0.0:8001/",
@@ -281,6 +284,12 @@ def test_a_delivery_is_not_sent_to_a_host_that_resolves_inside(host):
     assert webhooks.host_problem(host, resolve=True) is not None
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "93.184.215.14"])
-def test_loopback_and_public_hosts_may_be_sent_to(host):
-    assert webhooks.host_problem(host, resolve=True) is None
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.1.2.3", "::ffff:127.0.0.1"])
+def test_a_delivery_to_loopback_is_refused_unless_the_operator_opens_it(host):
+    assert "internal address" in webhooks.host_problem(host, resolve=True)
+    loopback = webhooks.allowed_networks(["127.0.0.0/8", "::1/128"])
+    assert webhooks.host_problem(host, resolve=True, allowed=loopback) is None
+
+
+def test_a_public_host_may_be_sent_to():
+    assert webhooks.host_problem("93.184.215.14", resolve=True) is None

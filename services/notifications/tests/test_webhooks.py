@@ -110,9 +110,15 @@ def receiver() -> Iterator[Receiver]:
 # --- helpers -------------------------------------------------------------------------------
 
 
+def opened_to_loopback(settings: Any) -> Any:
+    """Settings under which webhooks may reach this machine (the receiver is on 127.0.0.1)."""
+    extra = {**settings.extra, "webhook_allowed_networks": ("127.0.0.0/8", "::1/128")}
+    return settings.with_overrides(http_timeout_seconds=2.0, extra=extra)
+
+
 @pytest.fixture
 def settings(app: Any) -> Any:
-    return app.extensions["crm.settings"].with_overrides(http_timeout_seconds=2.0)
+    return opened_to_loopback(app.extensions["crm.settings"])
 
 
 def add_webhook(db: Database, url: str, patterns: list[str], **fields: Any) -> str:
@@ -423,7 +429,7 @@ def test_an_event_from_the_broker_becomes_a_signed_post(running_worker, receiver
     publish_raw(settings, "ticket.created", make_event("ticket.created", {"id": "t"}).to_json())
     wait_until(lambda: len(deliveries(database)) == 2, 15, "for the deliveries")
     assert sorted(d.event_type for d in deliveries(database)) == ["deal.won", "ticket.created"]
-    assert deliver_due(database, settings.with_overrides(http_timeout_seconds=2.0)) == 2
+    assert deliver_due(database, opened_to_loopback(settings)) == 2
     [post] = [post for post in receiver.posts() if post.path == "/hook"]
     assert post.body == event.to_json().encode()
     assert post.headers["X-CRM-Signature"] == expected_signature(post.body)

@@ -76,8 +76,8 @@ def test_malformed_patterns_are_refused(pattern):
     ("url", "accepted"),
     [
         ("https://hooks.example.com/crm?x=1", True),
-        ("http://127.0.0.1:8080/hook", True),
-        ("http://localhost/hook", True),
+        ("http://127.0.0.1:8080/hook", False),  # loopback: only when opened (below)
+        ("http://localhost/hook", False),
         ("http://hooks.example.com/crm", False),
         ("ftp://hooks.example.com/", False),
         ("https:///no-host", False),
@@ -88,6 +88,21 @@ def test_malformed_patterns_are_refused(pattern):
 )
 def test_webhook_urls_are_https_or_loopback_http(url, accepted):
     assert (webhooks.url_problem(url) is None) is accepted
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("http://127.0.0.1:8080/hook", True),
+        ("http://localhost/hook", True),
+        ("https://[::1]:8443/hook", True),
+        ("http://hooks.example.com/crm", False),  # plain http stays loopback only
+        ("http://10.0.0.1/", False),
+    ],
+)
+def test_with_loopback_opened_plain_http_to_it_is_accepted(url, accepted):
+    opened = webhooks.allowed_networks(["127.0.0.0/8", "::1/128"])
+    assert (webhooks.url_problem(url, opened) is None) is accepted
 
 
 def test_a_private_network_is_refused_until_the_operator_opens_it(app, client):
@@ -149,8 +164,16 @@ def test_two_generated_secrets_differ(client):
     assert create(client)["secret"] != create(client)["secret"]
 
 
-def test_http_to_localhost_is_allowed(client):
-    assert create(client, url="http://127.0.0.1:9000/hook")["url"] == "http://127.0.0.1:9000/hook"
+def test_http_to_localhost_is_allowed_only_once_loopback_is_opened(app, client):
+    local = {**HOOK, "url": "http://127.0.0.1:9000/hook"}
+    refused = client.post("/api/v1/webhooks", json=local)
+    assert (
+        refused.status_code == 422 and "internal address" in refused.get_json()["errors"]["url"][0]
+    )
+    settings = app.extensions["crm.settings"]
+    opened = {**settings.extra, "webhook_allowed_networks": ("127.0.0.0/8",)}
+    app.extensions["crm.settings"] = settings.with_overrides(extra=opened)
+    assert create(client, url=local["url"])["url"] == local["url"]
 
 
 def test_the_same_idempotency_key_creates_one_webhook(client, db):
