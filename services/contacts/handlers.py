@@ -21,10 +21,18 @@ Handler = Callable[[Session, Envelope], None]
 
 
 def _contact_of(session: Session, event: Envelope) -> Contact | None:
-    """The contact an event is about (following merges), or None if unknown or erased."""
+    """The contact an event is about (following merges); None if it names none, or an
+    unknown or erased one.
+
+    A deal or task without a contact, or mail to a staff address, is no fault of the
+    event: there is simply nothing on a customer's timeline to change.
+    """
     contact_id = event.data.get("contact_id")
+    if contact_id is None:
+        log.debug("%s %s names no contact; nothing to do", event.type, event.id)
+        return None
     if not isinstance(contact_id, str) or not contact_id:
-        raise PermanentError(f"{event.type} carries no contact_id")
+        raise PermanentError(f"{event.type} has a contact_id that is not an id: {contact_id!r}")
     contact_id = privacy.resolve_merged(session, contact_id)
     if privacy.is_erased(session, contact_id):
         return None
@@ -103,6 +111,8 @@ def on_timeline_event(session: Session, event: Envelope) -> None:
 
 
 def on_tag_requested(session: Session, event: Envelope) -> None:
+    if event.data.get("contact_id") is None:  # a request to tag nobody is malformed
+        raise PermanentError("contact.tag_requested carries no contact_id")
     contact = _contact_of(session, event)
     tags = event.data.get("tags")
     if contact is None:

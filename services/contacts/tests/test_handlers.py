@@ -162,10 +162,36 @@ def test_events_about_an_erased_person_are_ignored(service_db):
         assert session.get(Contact, contact_id) is None
 
 
-def test_an_event_without_a_contact_id_is_permanent_failure(service_db):
+# Events about no contact, as their producers publish them: a deal or a task on no
+# contact, mail to a staff address.
+NO_CONTACT_EVENTS = [
+    ("sales", "deal.won", {"id": "d1", "name": "Renewal", "contact_id": None, "amount": "5"}),
+    ("sales", "deal.created", {"id": "d2", "name": "New", "amount": "9"}),
+    ("sales", "task.completed", {"id": "t1", "title": "Call", "contact_id": None}),
+    ("notifications", "email.sent", {"to": "staff@our-crm.io", "contact_id": None}),
+]
+
+
+@pytest.mark.parametrize(("source", "event_type", "data"), NO_CONTACT_EVENTS)
+def test_an_event_about_no_contact_is_applied_as_a_no_op(service_db, source, event_type, data):
+    _, db = service_db
+    handle(db, make_event(event_type, data, source=source))
+    with db.session() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Interaction)) == 0
+    assert outbox_types(db) == []
+
+
+@pytest.mark.parametrize("contact_id", [42, "", ["x"]])
+def test_an_event_whose_contact_id_is_no_id_is_a_permanent_failure(service_db, contact_id):
     _, db = service_db
     with pytest.raises(PermanentError):
-        handle(db, event("deal.won", {"amount": "5"}))
+        handle(db, event("deal.won", {"contact_id": contact_id, "amount": "5"}))
+
+
+def test_a_tag_request_for_no_contact_is_a_permanent_failure(service_db):
+    _, db = service_db
+    with pytest.raises(PermanentError):
+        handle(db, make_event("contact.tag_requested", {"tags": ["vip"]}, source="marketing"))
 
 
 def wait_for(predicate, timeout=15.0):
@@ -196,7 +222,9 @@ def test_a_won_deal_delivered_twice_raises_lifetime_value_once(running_worker):
     won = event("deal.won", {"contact_id": contact_id, "amount": "100.00", "currency": "EUR"})
     publish_raw(settings, "deal.won", won.to_json().encode())
     publish_raw(settings, "deal.won", won.to_json().encode())
-    marker = event("ticket.created", {"contact_id": contact_id, "subject": "after"})
+    marker = make_event(
+        "ticket.created", {"contact_id": contact_id, "subject": "after"}, source="support"
+    )
     publish_raw(settings, "ticket.created", marker.to_json().encode())
     assert wait_for(lambda: _timeline_subjects(db, contact_id) >= {"after"})
     assert lifetime_value(db, contact_id) == Decimal("100.00")
@@ -216,10 +244,24 @@ def test_a_poison_message_is_dead_lettered_and_the_consumer_goes_on(running_work
     contact_id = new_contact(db)
     publish_raw(settings, "deal.won", b"{this is not json")
     publish_raw(settings, "deal.won", json.dumps({"type": "deal.won"}).encode())
-    publish_raw(settings, "deal.won", event("deal.won", {"amount": "1"}).to_json().encode())
+    not_an_id = event("deal.won", {"contact_id": 1, "amount": "1"})
+    publish_raw(settings, "deal.won", not_an_id.to_json().encode())
     good = event("deal.won", {"contact_id": contact_id, "amount": "7.00"})
     publish_raw(settings, "deal.won", good.to_json().encode())
     assert wait_for(lambda: lifetime_value(db, contact_id) == Decimal("7.00"))
     assert wait_for(lambda: len(list_dead_letters(settings)) == 3)
     reasons = sorted(letter.reason for letter in list_dead_letters(settings))
     assert reasons == ["malformed", "malformed", "permanent"]
+
+
+def test_events_about_no_contact_are_acknowledged_never_dead_lettered(running_worker):
+    settings, db = running_worker
+    contact_id = new_contact(db)
+    for source, event_type, data in NO_CONTACT_EVENTS:
+        envelope = make_event(event_type, data, source=source)
+        publish_raw(settings, event_type, envelope.to_json().encode())
+    marker = make_event("deal.won", {"contact_id": contact_id, "amount": "3.00"}, source="sales")
+    publish_raw(settings, "deal.won", marker.to_json().encode())
+    assert wait_for(lambda: lifetime_value(db, contact_id) == Decimal("3.00"))
+    assert list_dead_letters(settings) == []
+    assert _timeline_subjects(db, contact_id) == {"Deal won"}
