@@ -22,10 +22,13 @@ import pytest
 import sqlalchemy as sa
 
 from shared.config import Settings, load_settings
+from shared.testing import TEST_JWT_SECRET
 
 LOCAL_AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
 LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 RUN_ID = uuid.uuid4().hex[:8]
+# The code has no default secret: every app and process the tests start signs with this.
+os.environ.setdefault("CRM_JWT_SECRET", TEST_JWT_SECRET)
 _counter = itertools.count()
 
 # The only skips a CI run accepts, {test id pattern (fnmatch): why}. Any other skip under
@@ -231,7 +234,8 @@ def make_settings(tmp_path, amqp_url: str, amqp_prefix: str) -> Callable[..., Se
     """Settings for a service under test: its own broker names, a temporary data dir."""
 
     def factory(service: str, **overrides) -> Settings:
-        base = load_settings(service, environ={"CRM_DATA_DIR": str(tmp_path)})
+        environ = {"CRM_DATA_DIR": str(tmp_path), "CRM_JWT_SECRET": TEST_JWT_SECRET}
+        base = load_settings(service, environ=environ)
         settings = base.with_overrides(
             amqp_url=amqp_url,
             amqp_prefix=amqp_prefix,

@@ -40,6 +40,7 @@ import math
 import multiprocessing
 import os
 import platform
+import secrets
 import shlex
 import signal
 import socket
@@ -197,6 +198,8 @@ def system_env(data_dir: Path, ports: dict[str, int], workers: int, prefix: str)
         "CRM_AMQP_PREFIX": prefix,
         "CRM_ADMIN_EMAIL": ADMIN_EMAIL,
         "CRM_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        # The code has no default secret: a random one of this run's own (unless given).
+        "CRM_JWT_SECRET": os.environ.get("CRM_JWT_SECRET") or secrets.token_urlsafe(48),
         # Off unless the caller says otherwise: the bench measures forwarding, not 429s.
         "CRM_RATE_LIMITS": os.environ.get("CRM_RATE_LIMITS", "off"),
         "CRM_RELAY_IDLE_SECONDS": "0.05",

@@ -34,7 +34,7 @@ from scratch import postgres_database  # noqa: E402
 from services.sales import pipelines, totals  # noqa: E402
 from services.sales.app import create_app  # noqa: E402
 from services.sales.models import Deal  # noqa: E402
-from shared.auth import Principal, issue_token  # noqa: E402
+from shared.auth import Principal, issue_service_token  # noqa: E402
 from shared.db import Database  # noqa: E402
 
 SIZES = (10_000, 200_000)
@@ -176,7 +176,8 @@ def measure(app: Any, db: Database, runs: int) -> dict[str, tuple[float, float]]
     """The four figures at the current size: two endpoints, two baselines."""
     client = app.test_client()
     settings = app.extensions["crm.settings"]
-    token = issue_token(settings, Principal(OWNERS[0], "viewer", "bench@example.com"))
+    # The app is called directly: the token the gateway would forward.
+    token = issue_service_token(settings, Principal(OWNERS[0], "viewer", "bench@example.com"))
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
     dialect = db.engine.dialect.name
     params = baseline_params(dialect)

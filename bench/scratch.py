@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 from collections.abc import Iterator
 
 import sqlalchemy as sa
 
 LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+# The code has no default signing secret: the apps a benchmark builds sign with one of its own.
+os.environ.setdefault("CRM_JWT_SECRET", secrets.token_urlsafe(48))
 
 
 @contextlib.contextmanager

@@ -28,6 +28,7 @@ from gateway.views_api import views_api
 from shared.auth import protect
 from shared.config import Settings, load_settings
 from shared.db import Database
+from shared.keys import ACCESS_TOKEN
 from shared.web import init_app
 
 SERVICE = "gateway"
@@ -76,8 +77,15 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     init_app(app, settings, db, dead_letters=False)  # the gateway consumes no events
     init_security_headers(app, settings)  # before protect: preflights carry no token
-    protect(app, settings, public_prefixes=PUBLIC_PREFIXES, api_keys=api_key_principal)
-    init_account_check(app, db)  # right after protect: a token outlives account changes
+    # Clients' access tokens only: the services' tokens (SERVICE_CALL) open nothing here.
+    protect(
+        app,
+        settings,
+        purpose=ACCESS_TOKEN,
+        public_prefixes=PUBLIC_PREFIXES,
+        api_keys=api_key_principal,
+    )
+    init_account_check(app, db)  # right after protect: refuses tokens the account revoked
     init_rate_limits(app, db, settings)  # after protect: the API counts per caller
     enforce_roles(app, PUBLIC_PREFIXES)  # after protect: it needs the caller
     app.register_blueprint(api)

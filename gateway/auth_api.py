@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from gateway import domain, login_lockout, tokens
+from gateway import accounts, domain, login_lockout, tokens
 from gateway.api import password_hasher
 from gateway.models import User
 from gateway.schemas import RefreshRequestSchema, TokenRequestSchema
@@ -87,8 +87,11 @@ def refresh() -> Response:
 
 @auth_api.post("/logout")
 def logout() -> Response:
-    """Revoke the refresh token's family (204, also for a token already unknown)."""
+    """Revoke the refresh token's family and end the user's access tokens issued so far
+    (204, also for a token already unknown)."""
     presented = load_body(refresh_request_in)["refresh_token"]
     with current_db().session() as session:
-        tokens.revoke_family_of(session, presented)
+        user_id = tokens.revoke_family_of(session, presented)
+        if user_id is not None:
+            accounts.revoke_access_tokens(session, user_id)
     return no_content()

@@ -18,9 +18,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gateway import tokens
+from gateway import accounts, tokens
 from gateway.models import User, email_key
-from shared.config import DEV_JWT_SECRET, Settings
+from shared.config import Settings, startup_problem
 from shared.db import Database, take_write_lock
 from shared.events import utcnow
 from shared.outbox import record_event
@@ -140,7 +140,8 @@ def update_user(
 
     Records `user.updated` naming the changed fields; a new password or team visibility
     alone is no event (nothing other services hold changes) and leaves the version as it is.
-    A new password signs the user out everywhere (their refresh tokens are revoked).
+    A new password signs the user out everywhere (their refresh tokens are revoked); a new
+    password, role or active flag ends every access token issued before.
     """
     user = _user_to_change(session, user_id)
     stays_admin = changes.get("role", user.role) == "admin" and changes.get("active", user.active)
@@ -156,6 +157,8 @@ def update_user(
     if "password" in changes:
         user.password_hash = hasher.hash(changes["password"])
         tokens.revoke_user_families(session, user.id)
+    if "password" in changes or "role" in changed or "active" in changed:
+        user.tokens_valid_after = accounts.revocation_time()
     if "team_visibility" in changes:
         user.team_visibility = changes["team_visibility"]
     if changed or "password" in changes or "team_visibility" in changes:
@@ -195,8 +198,13 @@ def bootstrap_admin(
     """Create the admin of settings.admin_email unless a user with that email exists.
 
     The bootstrap admin is the one user whose password may be shorter than the minimum
-    (the development default is "admin"). Safe to run from several processes at once.
+    (CRM_ADMIN_PASSWORD is the operator's choice; outside development a known default is
+    refused before anything starts: shared.config.startup_problem). Safe to run from several
+    processes at once.
     """
+    problem = startup_problem(settings, makes_admin=True)
+    if problem is not None or not settings.admin_password:
+        raise SystemExit(f"error: {problem or 'CRM_ADMIN_PASSWORD is not set'}")
     hasher = hasher or PasswordHasher()
     fields = {"email": settings.admin_email, "role": "admin", "password": settings.admin_password}
     try:
@@ -207,6 +215,4 @@ def bootstrap_admin(
     except (IntegrityError, ApiError):
         return None  # another process made it first
     log.info("created the admin user %s", settings.admin_email)
-    if settings.admin_password == "admin" or settings.jwt_secret == DEV_JWT_SECRET:
-        log.warning("development defaults in use: set CRM_ADMIN_PASSWORD and CRM_JWT_SECRET")
     return user

@@ -54,6 +54,9 @@ class User(Base):
     # only their own (the access token's `team` claim; the services apply it).
     team_visibility: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     password_hash: Mapped[str] = mapped_column(String(255))
+    # Access tokens issued before this are refused (set by logout, a new password, a role
+    # change, deactivation); None: every unexpired token counts.
+    tokens_valid_after: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # Counts the changes other services learn of (user.* events carry it as aggregate_version).
     version: Mapped[int] = mapped_column(default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

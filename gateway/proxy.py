@@ -16,10 +16,10 @@ import urllib3
 from flask import Blueprint, Flask, Response, g, request
 from werkzeug.datastructures import Headers
 
-from gateway.accounts import PRINCIPAL_CHANGED
 from gateway.breaker import breaker_for, init_breakers
+from gateway.service_tokens import service_token
 from gateway.upstream import TIMED_OUT, UNREACHABLE, HTTPError, Upstream, UpstreamError
-from shared.auth import API_KEY_HEADER, issue_token
+from shared.auth import API_KEY_HEADER
 from shared.web import REQUEST_ID_HEADER, ApiError, current_settings, path_problem
 
 log = logging.getLogger(__name__)
@@ -81,14 +81,14 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-# An API key stops here: a key's call goes on with a short-lived bearer token instead.
+# A client's credentials stop here: every call goes on with a service-call token instead.
 NOT_FORWARDED = HOP_BY_HOP | {
     "host",
     "content-length",
+    "authorization",
     REQUEST_ID_HEADER.lower(),
     API_KEY_HEADER.lower(),
 }
-FORWARDED_TOKEN_TTL_SECONDS = 60
 NOT_RETURNED = HOP_BY_HOP | {"server", "date", REQUEST_ID_HEADER.lower()}
 HTTP_SESSION = "gateway.http"
 
@@ -109,11 +109,8 @@ def upstream_headers() -> dict[str, str]:
     headers.setdefault("X-Forwarded-Proto", request.scheme)
     headers.setdefault("X-Forwarded-Host", request.host)
     principal = g.get("principal")
-    if principal is not None and (principal.kind == "api_key" or g.get(PRINCIPAL_CHANGED)):
-        # The services verify tokens only; this one names the key (or the user whose role
-        # changed since their token was issued) and carries the current role.
-        token = issue_token(current_settings(), principal, FORWARDED_TOKEN_TTL_SECONDS)
-        headers["Authorization"] = f"Bearer {token}"
+    if principal is not None:  # the caller as the account check left it (gateway.accounts)
+        headers["Authorization"] = f"Bearer {service_token(current_settings(), principal)}"
     return headers
 
 

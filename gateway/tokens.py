@@ -138,11 +138,14 @@ def revoke_user_families(session: Session, user_id: str) -> None:
     )
 
 
-def revoke_family_of(session: Session, presented: str) -> None:
-    """Log out: revoke the family of a refresh token (nothing if the token is unknown)."""
+def revoke_family_of(session: Session, presented: str) -> str | None:
+    """Log out: revoke the family of a refresh token; the user's id (None if unknown)."""
     token = _locked_token(session, presented)
     if token is None:
-        return
+        return None
     family = session.get(RefreshTokenFamily, token.family_id, with_for_update=True)
-    if family is not None and family.revoked_at is None:
+    if family is None:
+        return None
+    if family.revoked_at is None:
         family.revoked_at = utcnow()
+    return family.user_id

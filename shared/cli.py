@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.config import SERVICE_PORTS, load_settings
+from shared.config import SERVICE_PORTS, Settings, load_settings, startup_problem
+from shared.local_secrets import provide_local_secrets
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,6 +49,29 @@ SERVICES = {
 def _say(line: str) -> None:
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def refuse_unsafe_start(settings: Settings, *, makes_admin: bool = False) -> None:
+    """Exit (status 2) with one line on stderr when the settings may not run here."""
+    problem = startup_problem(settings, makes_admin=makes_admin)
+    if problem is not None:
+        sys.stderr.write(f"error: {problem}\n")
+        sys.stderr.flush()
+        raise SystemExit(2)
+
+
+def settings_to_start(
+    service: str, *, makes_admin: bool = False
+) -> tuple[Settings, dict[str, Path]]:
+    """A process's settings, with the kept local secrets on one machine (development), or
+    exit when they may not run; also which secrets came from files under CRM_DATA_DIR."""
+    settings = load_settings(service)
+    kept: dict[str, Path] = {}
+    if settings.is_development:  # production never gets a generated secret
+        kept = provide_local_secrets(settings.data_dir, os.environ)
+        settings = load_settings(service)
+    refuse_unsafe_start(settings, makes_admin=makes_admin)
+    return settings, kept
 
 
 def check_broker(amqp_url: str) -> bool:
@@ -104,7 +128,8 @@ def run_all(_args: argparse.Namespace) -> int:
     """Check the broker, migrate, make the admin, then run every process in the foreground."""
     for name in SERVICES:  # the gateway finds each service on the port it runs on here
         os.environ.setdefault(f"CRM_{name.upper()}_URL", f"http://127.0.0.1:{service_port(name)}")
-    settings = load_settings("gateway")
+    # Every process honcho starts inherits the secrets through this environment.
+    settings, kept = settings_to_start("gateway", makes_admin=True)
     if not check_broker(settings.amqp_url):
         host = settings.amqp_url.rsplit("@", 1)[-1]
         _say(
@@ -124,7 +149,11 @@ def run_all(_args: argparse.Namespace) -> int:
     path = settings.data_dir / "Procfile"
     path.write_text(procfile())
     _say(f"CRM gateway: http://127.0.0.1:{port}/api/v1  (data in {settings.data_dir})")
-    _say(f"Admin login: {settings.admin_email} / {settings.admin_password}")
+    if "CRM_ADMIN_PASSWORD" in kept:
+        where = f"its password is in {kept['CRM_ADMIN_PASSWORD']} (or set CRM_ADMIN_PASSWORD)"
+    else:
+        where = "its password is CRM_ADMIN_PASSWORD's"
+    _say(f"Admin login: {settings.admin_email}; {where}")
     if not os.environ.get("CRM_SMTP_URL"):
         _say(f"Outgoing mail: kept as .eml files in {settings.data_dir / 'mail'}")
     honcho = shutil.which("honcho", path=str(Path(sys.executable).parent)) or "honcho"
@@ -138,6 +167,7 @@ def run_service(args: argparse.Namespace) -> int:
         from shared.cli_tools import import_contacts
 
         return import_contacts(args)
+    settings_to_start(args.service)  # api, worker and migrate: never on unsafe settings
     if args.action == "migrate":
         migrate(args.service)
         queues = ", queues declared" if spec.has_worker and spec.consumes else ""

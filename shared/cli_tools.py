@@ -16,6 +16,7 @@ from typing import IO, Any
 import requests
 
 from shared.config import load_settings
+from shared.local_secrets import ADMIN_PASSWORD_FILE
 
 HTTP_TIMEOUT = 30.0  # seconds: signing in and the seeder's calls
 IMPORT_TIMEOUT = 600.0  # seconds to wait for the import report once the file is sent
@@ -204,6 +205,9 @@ def client_session(args: argparse.Namespace) -> tuple[str, requests.Session]:
     api = api_base(args.api or default_api_url())
     email = args.email or settings.admin_email
     password = args.password if args.password is not None else settings.admin_password
+    kept = settings.data_dir / ADMIN_PASSWORD_FILE  # what `crm run` made, on one machine
+    if not password and kept.is_file():
+        password = kept.read_text().strip()
     return api, sign_in(api, email, password)
 
 

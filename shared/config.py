@@ -8,7 +8,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-DEV_JWT_SECRET = "dev-only-secret-change-me-in-production-please"  # noqa: S105 - dev default
+# The default CRM_ENV; any other value is production (startup_problem is strict there).
+DEVELOPMENT = "development"
+# Shorter secrets are guessable offline from one captured token.
+MIN_SECRET_BYTES = 32
+# Passwords and secrets published in docs, templates and tutorials: never accepted outside
+# development (compared lower-cased; a secret is refused when it contains a marker).
+KNOWN_DEFAULT_PASSWORDS = frozenset(
+    "admin password changeme change-me secret 123456 12345678 root letmein crm default"
+    " admin123 password123 qwerty test".split()
+)
+PLACEHOLDER_MARKERS = ("replace-me", "change-me", "changeme", "dev-only")
 
 
 def _env(environ: Mapping[str, str], name: str, default: str) -> str:
@@ -45,8 +55,13 @@ class Settings:
     amqp_url: str
     # A prefix on every exchange and queue name: isolates test runs on a shared broker.
     amqp_prefix: str = ""
-    jwt_secret: str = DEV_JWT_SECRET
-    jwt_ttl_seconds: int = 3600
+    # "development" (the default) or anything else, which is production: no default secrets.
+    env: str = DEVELOPMENT
+    # The one secret every signing key derives from (shared.keys); none in the code: `crm
+    # run` makes one under CRM_DATA_DIR, production gets it from its secret manager.
+    jwt_secret: str = ""
+    # Access tokens are short-lived (the web app refreshes): at most 15 minutes by default.
+    jwt_ttl_seconds: int = 900
     # How long a refresh token lives unused (each refresh hands out a new one).
     refresh_ttl_seconds: int = 30 * 24 * 3600
     max_body_bytes: int = 32 * 1024 * 1024
@@ -66,8 +81,13 @@ class Settings:
     breaker_open_seconds: float = 30.0
     service_urls: dict[str, str] = field(default_factory=dict)
     admin_email: str = "admin@example.com"
-    admin_password: str = "admin"
+    # Empty: `crm run` makes one (kept under CRM_DATA_DIR); production must set it.
+    admin_password: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_development(self) -> bool:
+        return self.env == DEVELOPMENT
 
     @property
     def exchange(self) -> str:
@@ -114,8 +134,9 @@ def load_settings(service: str, environ: Mapping[str, str] | None = None) -> Set
         database_url=_env(env, f"{service.upper()}_DATABASE_URL", default_db),
         amqp_url=_env(env, "CRM_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
         amqp_prefix=_env(env, "CRM_AMQP_PREFIX", ""),
-        jwt_secret=_env(env, "CRM_JWT_SECRET", DEV_JWT_SECRET),
-        jwt_ttl_seconds=_int(env, "CRM_JWT_TTL_SECONDS", 3600),
+        env=_env(env, "CRM_ENV", DEVELOPMENT).strip().lower(),
+        jwt_secret=_env(env, "CRM_JWT_SECRET", ""),
+        jwt_ttl_seconds=_int(env, "CRM_JWT_TTL_SECONDS", 900),
         refresh_ttl_seconds=_int(env, "CRM_REFRESH_TTL_SECONDS", 30 * 24 * 3600),
         max_body_bytes=_int(env, "CRM_MAX_BODY_BYTES", 32 * 1024 * 1024),
         log_level=_env(env, "CRM_LOG_LEVEL", "INFO"),
@@ -131,7 +152,7 @@ def load_settings(service: str, environ: Mapping[str, str] | None = None) -> Set
         breaker_open_seconds=_float(env, "CRM_BREAKER_OPEN_SECONDS", 30.0),
         service_urls=service_urls,
         admin_email=_env(env, "CRM_ADMIN_EMAIL", "admin@example.com"),
-        admin_password=_env(env, "CRM_ADMIN_PASSWORD", "admin"),
+        admin_password=_env(env, "CRM_ADMIN_PASSWORD", ""),
         extra={
             "form_rate_limit": _int(env, "CRM_FORM_RATE_LIMIT", 10),
             "form_rate_window_seconds": _int(env, "CRM_FORM_RATE_WINDOW_SECONDS", 60),
@@ -166,6 +187,33 @@ def load_settings(service: str, environ: Mapping[str, str] | None = None) -> Set
             not in _OFF,
         },
     )
+
+
+def startup_problem(settings: Settings, *, makes_admin: bool = False) -> str | None:
+    """Why a process may not start on these settings (one line), or None.
+
+    Everywhere: no secret at all (every key would derive from the empty string). Outside
+    development also a short or placeholder secret, and a known default admin password;
+    `makes_admin`: the process creating the first admin needs the password set.
+    """
+    secret = settings.jwt_secret
+    if not secret:
+        return "CRM_JWT_SECRET is not set (`crm run` makes one; production sets 32+ random bytes)"
+    if settings.is_development:
+        return None
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        return f"CRM_JWT_SECRET is shorter than {MIN_SECRET_BYTES} bytes; use a random one"
+    if any(marker in secret.lower() for marker in PLACEHOLDER_MARKERS):
+        return "CRM_JWT_SECRET is a published placeholder; use a random one"
+    password = settings.admin_password
+    if password and (
+        password.strip().lower() in KNOWN_DEFAULT_PASSWORDS
+        or any(marker in password.lower() for marker in PLACEHOLDER_MARKERS)
+    ):
+        return "CRM_ADMIN_PASSWORD is a known default password; choose another"
+    if makes_admin and not password:
+        return "CRM_ADMIN_PASSWORD is not set; the first admin needs a password"
+    return None
 
 
 def service_settings(service: str, overrides: Mapping[str, Any] | None = None) -> Settings:

@@ -56,6 +56,9 @@ def outbox_envelopes(db: Any, event_type: str | None = None) -> list[dict[str, A
 
 # The subject of the admin token the service tests send.
 ADMIN_ID = "00000000-0000-4000-8000-000000000001"
+# The signing secret of the tests (the top conftest puts it in CRM_JWT_SECRET): only ever
+# here, never a default of the code.
+TEST_JWT_SECRET = "test-only-signing-secret-" + "0123456789abcdef" * 2
 
 
 def service_app(create_app: Callable[[dict[str, Any]], Any], database_url: str) -> Any:
@@ -68,12 +71,13 @@ def service_app(create_app: Callable[[dict[str, Any]], Any], database_url: str) 
     app.extensions["crm.db"].dispose()
 
 
-def token_for(app: Any, role: str = "admin", subject: str = ADMIN_ID) -> str:
-    """A valid access token for a caller with this role."""
-    from shared.auth import Principal, issue_token
+def token_for(app: Any, role: str = "admin", subject: str = ADMIN_ID, team: bool = False) -> str:
+    """A token a service accepts for a caller with this role: a service-call token, as the
+    gateway forwards (a service refuses clients' access tokens)."""
+    from shared.auth import Principal, issue_service_token
 
     settings = app.extensions["crm.settings"]
-    return issue_token(settings, Principal(subject, role, f"{role}@example.com"))
+    return issue_service_token(settings, Principal(subject, role, f"{role}@example.com", team=team))
 
 
 def admin_client(app: Any) -> Any:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wsgi import LimitedStream
 
-from shared.config import DEV_JWT_SECRET, Settings
+from shared.config import Settings, startup_problem
 from shared.db import Database
 from shared.events import isoformat
 from shared.logs import configure_logging, correlation_id
@@ -433,8 +433,9 @@ def init_app(
     app.register_error_handler(IntegrityError, _handle_integrity_error)
     app.register_error_handler(Exception, _handle_unexpected)
     app.register_blueprint(_ops_blueprint(settings, db, dead_letters))
-    if settings.jwt_secret == DEV_JWT_SECRET and not app.testing:
-        log.warning("CRM_JWT_SECRET is the development default: set it in production")
+    problem = startup_problem(settings)
+    if problem is not None:  # no published or missing secret, ever (exits with that line)
+        raise SystemExit(f"error: {problem}")
 
 
 def current_db() -> Database:

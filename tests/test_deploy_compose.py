@@ -34,7 +34,8 @@ INFRASTRUCTURE = {"rabbitmq", "postgres", "mailpit"}
 # development defaults ("" falls back to shared/config.py's own dev default).
 DEV_DEFAULTS = {"", "crm"}
 SECRET_NAME = re.compile(r"(SECRET|PASSWORD|PASS|TOKEN|KEY)$")
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^${}]*))?\}")
+# ${VAR}, ${VAR-default}, ${VAR:-default}, and ${VAR?message} / ${VAR:?message} (required).
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^${}]*))?\}")
 
 
 # ---- helpers ----
@@ -59,8 +60,10 @@ def interpolate(value: str, environ: dict[str, str] | None = None) -> str:
 
     def one(match: re.Match[str]) -> str:
         name, operator, default = match.groups()
-        if name in environ and (environ[name] != "" or operator != ":-"):
+        if name in environ and (environ[name] != "" or operator not in (":-", ":?")):
             return environ[name]
+        if operator and operator.endswith("?"):
+            return ""  # Compose refuses to start (test_secrets_are_required_with_no_default)
         return default or ""
 
     while True:
@@ -308,7 +311,8 @@ def _committed_secrets(name: str, key: str, raw: str) -> list[str]:
     problems = []
     if SECRET_NAME.search(key):
         match = _VARIABLE.fullmatch(raw)
-        if not match or (match.group(3) or "") not in DEV_DEFAULTS:
+        required = match is not None and (match.group(2) or "").endswith("?")
+        if not match or not required and (match.group(3) or "") not in DEV_DEFAULTS:
             problems.append(f"{name}: {key} is not a variable with a dev default")
     for url in re.findall(r"\w+://[^\s]+", raw):
         password = urlsplit(interpolate(url, {"X": "x"})).password
@@ -327,11 +331,17 @@ def test_no_secret_is_committed_in_plain_text():
         for key, value in (svc.get("environment") or {}).items():
             problems += _committed_secrets(name, key, str(value))
     assert problems == []
-    from shared.config import DEV_JWT_SECRET
-
-    assert DEV_JWT_SECRET not in COMPOSE_FILE.read_text()
-    assert environment(services()["gateway-api"])["CRM_JWT_SECRET"] == ""  # the dev default
     assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_secrets_are_required_with_no_default_and_every_process_runs_as_production():
+    for name, svc in crm_services().items():
+        raw = svc["environment"]
+        assert raw["CRM_ENV"] == "production", name
+        for variable in ("CRM_JWT_SECRET", "CRM_ADMIN_PASSWORD"):
+            match = _VARIABLE.fullmatch(raw[variable])
+            assert match and match.group(1) == variable, (name, raw[variable])
+            assert match.group(2) == ":?" and match.group(3).startswith("set "), raw[variable]
 
 
 def test_the_secret_check_would_catch_one():

@@ -18,9 +18,10 @@ from gateway.app import bootstrap_admin, create_app
 from gateway.models import ApiKey
 from gateway.proxy import ROUTES
 from gateway.tests.conftest import FAST_HASHER, bearer, close_app, gateway_config
-from shared.auth import ALGORITHM, ISSUER, protect
+from shared.auth import ALGORITHM, ISSUER, protect, signing_key, verify_token
 from shared.config import load_settings
 from shared.events import utcnow
+from shared.keys import SERVICE_CALL
 from shared.web import init_app
 
 KEYS_URL = "/api/v1/api-keys"
@@ -118,20 +119,26 @@ def test_a_key_opens_forwarded_routes_with_a_bearer_token_of_its_role(
     scheme, _, token = seen["Authorization"].partition(" ")
     assert scheme == "Bearer"
     settings = app.extensions["crm.settings"]
-    claims = jwt.decode(token, settings.jwt_secret, algorithms=[ALGORITHM], issuer=ISSUER)
+    signing = signing_key(settings, SERVICE_CALL)  # a service-call token, not an access token
+    claims = jwt.decode(token, signing, algorithms=[ALGORITHM], issuer=ISSUER)
     assert claims["kind"] == "api_key"
     assert claims["sub"] == key["id"]
     assert claims["role"] == "support"
     assert claims["exp"] - claims["iat"] <= 60  # short-lived
 
 
-def test_a_bearer_callers_x_api_key_header_is_not_forwarded(client, calls, admin_headers):
+def test_a_bearer_callers_x_api_key_header_is_not_forwarded(client, app, calls, admin_headers):
     headers = {**admin_headers, "X-API-Key": "crm_000000000000_whatever"}
 
     assert client.get("/api/v1/contacts", headers=headers).status_code == 200
 
     assert "X-Api-Key" not in calls[-1]["headers"]
-    assert calls[-1]["headers"]["Authorization"] == admin_headers["Authorization"]
+    # The caller goes on as themselves, in a service-call token (never their access token).
+    forwarded = calls[-1]["headers"]["Authorization"]
+    assert forwarded != admin_headers["Authorization"]
+    settings = app.extensions["crm.settings"]
+    principal = verify_token(settings, forwarded.removeprefix("Bearer "), SERVICE_CALL)
+    assert (principal.role, principal.kind) == ("admin", "user")
 
 
 def test_last_used_at_is_written_at_most_once_a_minute(client, app, admin_headers, monkeypatch):

@@ -237,7 +237,10 @@ def test_an_admin_demoted_after_signing_in_loses_admin_rights(
 
     client.patch(f"{USERS}/{second.id}", json={"role": "sales"}, headers=admin_headers)
 
-    assert_problem(client.get(USERS, headers=bearer(token)), 403)
+    # The token from before the change ends; a new one carries the new role.
+    assert_problem(client.get(USERS, headers=bearer(token)), 401)
+    again = get_token("second-admin@example.com", "password-123")
+    assert_problem(client.get(USERS, headers=bearer(again)), 403)
 
 
 def test_users_without_a_token_is_401(client):

@@ -18,7 +18,8 @@ from werkzeug.serving import make_server
 from gateway.app import create_app
 from gateway.proxy import ROUTES, upstream_path
 from gateway.tests.conftest import bearer, close_app, ensure_account, gateway_config
-from shared.auth import Principal, issue_token
+from shared.auth import Principal, issue_token, verify_token
+from shared.keys import SERVICE_CALL
 from shared.web import ApiError
 
 EXPORT_CHUNK = b"id,first_name,last_name,email\n" + b"x" * (64 * 1024 - 30)
@@ -224,7 +225,11 @@ def test_a_write_is_forwarded_with_method_path_query_body_and_headers(client, ga
     assert seen["path"] == "/api/v1/contacts/a b/notes"
     assert seen["query"] == "x=1&tag=a&tag=b&q=caf%C3%A9"
     assert seen["body"] == '{"body": "Called, left a message"}'
-    assert seen["headers"]["Authorization"] == headers["Authorization"]
+    # Not the client's access token: a service-call token naming the same caller.
+    forwarded = seen["headers"]["Authorization"].removeprefix("Bearer ")
+    assert f"Bearer {forwarded}" != headers["Authorization"]
+    settings = gateway.extensions["crm.settings"]
+    assert verify_token(settings, forwarded, SERVICE_CALL).role == "sales"
     assert seen["headers"]["X-Request-Id"] == "req-42"
     assert seen["headers"]["Content-Type"] == "application/json"
 

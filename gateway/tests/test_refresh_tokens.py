@@ -11,8 +11,9 @@ from sqlalchemy import select
 from gateway import tokens
 from gateway.models import RefreshToken, RefreshTokenFamily
 from gateway.tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, bearer
-from shared.auth import ALGORITHM
+from shared.auth import ALGORITHM, signing_key
 from shared.events import utcnow
+from shared.keys import ACCESS_TOKEN
 
 TOKEN_URL = "/api/v1/auth/token"
 REFRESH_URL = "/api/v1/auth/refresh"
@@ -36,8 +37,8 @@ def refresh(client, refresh_token: str):
 
 
 def claims(app, access_token: str) -> dict:
-    secret = app.extensions["crm.settings"].jwt_secret
-    return jwt.decode(access_token, secret, algorithms=[ALGORITHM], options={"verify_iss": False})
+    key = signing_key(app.extensions["crm.settings"], ACCESS_TOKEN)
+    return jwt.decode(access_token, key, algorithms=[ALGORITHM], options={"verify_iss": False})
 
 
 def stored_tokens(app) -> list[RefreshToken]:

@@ -20,7 +20,7 @@ import requests
 
 from services.marketing.contact_data import uuid_value
 from services.marketing.replica import apply_contact
-from shared.auth import Principal, issue_token
+from shared.auth import Principal, issue_service_token
 from shared.bus import PermanentError
 from shared.config import Settings
 from shared.db import Database
@@ -56,7 +56,7 @@ def http_fetch(url: str, headers: Mapping[str, str], timeout: float) -> Any:
 def _headers(settings: Settings) -> dict[str, str]:
     """A fresh read-only service token per page (a long rebuild outlives one token)."""
     principal = Principal("service:marketing-rebuild", "viewer", None, kind="service")
-    return {"Authorization": f"Bearer {issue_token(settings, principal)}"}
+    return {"Authorization": f"Bearer {issue_service_token(settings, principal)}"}
 
 
 def _page_url(settings: Settings, cursor: str | None, page_size: int) -> str:

@@ -30,6 +30,7 @@ from services.sales.lead_schemas import FormLeadSchema
 from services.sales.models import OPEN_LEAD_STATUSES, FormSubmission, Lead
 from shared.db import take_write_lock
 from shared.events import utcnow
+from shared.keys import CLIENT_ADDRESS, purpose_key
 from shared.web import (
     ApiError,
     current_db,
@@ -63,9 +64,10 @@ def trusted_proxy(app: Flask) -> None:
     app.extensions["sales.trusted_proxy"] = True
 
 
-def client_key(address: str, secret: str) -> str:
-    """A keyed hash of the client address: enough to count posts, no address kept."""
-    return hmac.new(secret.encode(), address.encode(), hashlib.sha256).hexdigest()
+def client_key(address: str, key: bytes) -> str:
+    """A keyed hash of the client address (the CLIENT_ADDRESS key): enough to count posts,
+    no address kept."""
+    return hmac.new(key, address.encode(), hashlib.sha256).hexdigest()
 
 
 def _too_large() -> ApiError:
@@ -162,7 +164,9 @@ def purge_submissions(session: Session, key: str | None = None) -> int:
 @forms_api.post("/leads")
 def submit_lead() -> Any:
     settings = current_settings()
-    key = client_key(request.remote_addr or "unknown", settings.jwt_secret)
+    key = client_key(
+        request.remote_addr or "unknown", purpose_key(settings.jwt_secret, CLIENT_ADDRESS)
+    )
     data = form_input()
     if str(data.get(HONEYPOT, "")).strip():
         log.info("form honeypot filled: submission dropped", extra={"client_key": key[:12]})

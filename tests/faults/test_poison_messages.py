@@ -127,7 +127,7 @@ def test_each_poison_message_lands_in_the_dlq_with_its_reason_and_consuming_goes
 def test_replay_after_fixing_the_cause_applies_the_dead_letter_once(
     sales: ServiceProcesses,
 ) -> None:
-    from shared.auth import Principal, issue_token
+    from shared.auth import Principal, issue_service_token
 
     settings = sales.settings()
     db = sales.database()
@@ -144,7 +144,8 @@ def test_replay_after_fixing_the_cause_applies_the_dead_letter_once(
 
         # The fix: the deal the task is about now exists (made through the sales api).
         api = sales.start_api()
-        token = issue_token(settings, Principal(subject=str(uuid.uuid4()), role="admin"))
+        # Straight to the service: the token the gateway would forward.
+        token = issue_service_token(settings, Principal(subject=str(uuid.uuid4()), role="admin"))
         made = requests.post(
             f"{api}/api/v1/deals",
             json={"id": deal_id, "name": "The deal the task waited for"},

@@ -1,9 +1,10 @@
 """API2 (broken authentication), through the running system and around the gateway.
 
 Forged, expired and wrong-algorithm tokens open nothing: not at the gateway, and not at
-any service reached directly on its own port. Credentials that were taken back (a
-deactivated user, a demoted admin, a revoked API key, a spent refresh token) stop working
-everywhere, and repeated wrong passwords lock the account.
+any service reached directly on its own port, which accepts only the short-lived tokens
+the gateway forwards (never a client's access token). Credentials that were taken back (a
+deactivated user, a demoted admin, a logout, a new password, a revoked API key, a spent
+refresh token) stop working everywhere, and repeated wrong passwords lock the account.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import jwt
 import pytest
 import requests
 
+from shared.keys import ACCESS_TOKEN, SERVICE_CALL, purpose_key
 from tests.security.conftest import (
     JWT_SECRET,
     PASSWORD,
@@ -35,6 +37,9 @@ from tests.security.conftest import (
 
 pytestmark = pytest.mark.xdist_group("crm-run")
 
+# The keys the running system signs with (derived from its secret, as shared.keys does).
+ACCESS_KEY = purpose_key(JWT_SECRET, ACCESS_TOKEN)
+SERVICE_KEY = purpose_key(JWT_SECRET, SERVICE_CALL)
 # One read route of each service (what a stolen or forged token would be used on).
 READS = {
     "contacts": "/contacts",
@@ -75,15 +80,19 @@ def forged_tokens(genuine: str) -> dict[str, str]:
     }
 
 
-def valid_but_refused_tokens(subject: str) -> dict[str, str]:
-    """Tokens signed with the real secret that must still be refused."""
+def valid_but_refused_tokens(subject: str, key: bytes) -> dict[str, str]:
+    """Tokens signed with the real key (or the secret itself) that must still be refused."""
     return {
-        "expired": jwt.encode(_claims(subject, exp=int(time.time()) - 60), JWT_SECRET, "HS256"),
-        "hs512": _hs("HS512", _claims(subject), JWT_SECRET.encode(), hashlib.sha512),
-        "other-issuer": jwt.encode(_claims(subject, iss="evil"), JWT_SECRET, "HS256"),
-        "unknown-role": jwt.encode(_claims(subject, role="root"), JWT_SECRET, "HS256"),
+        "expired": jwt.encode(_claims(subject, exp=int(time.time()) - 60), key, "HS256"),
+        "hs512": _hs("HS512", _claims(subject), key, hashlib.sha512),
+        "other-issuer": jwt.encode(_claims(subject, iss="evil"), key, "HS256"),
+        "unknown-role": jwt.encode(_claims(subject, role="root"), key, "HS256"),
         "no-expiry": jwt.encode(
-            {k: v for k, v in _claims(subject).items() if k != "exp"}, JWT_SECRET, "HS256"
+            {k: v for k, v in _claims(subject).items() if k != "exp"}, key, "HS256"
+        ),
+        "the-raw-secret": jwt.encode(_claims(subject), JWT_SECRET, "HS256"),
+        "another-purposes-key": jwt.encode(
+            _claims(subject), ACCESS_KEY if key == SERVICE_KEY else SERVICE_KEY, "HS256"
         ),
     }
 
@@ -95,16 +104,28 @@ def _get(url: str, token: str | None = None, **headers: str) -> requests.Respons
 
 
 def test_forged_tokens_open_nothing_at_the_gateway_or_any_service(system, users):
-    genuine = users["viewer"].token
-    bad = {**forged_tokens(genuine), **valid_but_refused_tokens(users["viewer"].id)}
+    genuine, subject = users["viewer"].token, users["viewer"].id
     bases = {"gateway": system.api} | {name: system.service_api(name) for name in READS}
-    for kind, token in bad.items():
-        for where, base in bases.items():
-            paths = READS.values() if where == "gateway" else [READS[where]]
+    for where, base in bases.items():
+        key = ACCESS_KEY if where == "gateway" else SERVICE_KEY
+        bad = {**forged_tokens(genuine), **valid_but_refused_tokens(subject, key)}
+        paths = READS.values() if where == "gateway" else [READS[where]]
+        for kind, token in bad.items():
             for path in paths:
                 answer = _get(f"{base}{path}", token)
                 assert answer.status_code == 401, (kind, where, path, answer.text[:300])
-        assert _get(f"{system.api}/me", token).status_code == 401, kind
+            if where == "gateway":
+                assert _get(f"{system.api}/me", token).status_code == 401, kind
+
+
+def test_a_bearer_token_of_kind_api_key_is_401_at_the_gateway(system, users):
+    made = users["admin"].post(f"{system.api}/api-keys", json={"name": "kind", "role": "admin"})
+    assert made.status_code == 201, made.text
+    for kind in ("api_key", "service"):
+        # The right key, a real key's id: only the kind says it is no user's access token.
+        token = jwt.encode(_claims(made.json()["id"], kind=kind), ACCESS_KEY, "HS256")
+        for path in ["/users", "/api-keys", *READS.values()]:
+            assert_problem(_get(f"{system.api}{path}", token), 401)
 
 
 def test_each_service_reached_directly_wants_a_token_of_its_own_checking(system, users):
@@ -117,10 +138,14 @@ def test_each_service_reached_directly_wants_a_token_of_its_own_checking(system,
         assert_problem(_get(url, **{"X-API-Key": key.json()["key"]}), 401)
         assert_problem(_get(url, **{"X-User-Role": "admin", "X-User-Id": users["admin"].id}), 401)
         assert_problem(_get(url, "Basic " + b64url(b"root:root")), 401)
-        assert _get(url, users["admin"].token).status_code == 200  # a genuine token works
+        # A client's genuine access token is no service-call token: 401 around the gateway.
+        assert_problem(_get(url, users["admin"].token), 401)
+        # What the gateway forwards (needs the secret) works.
+        forwarded = jwt.encode(_claims(users["admin"].id), SERVICE_KEY, "HS256")
+        assert _get(url, forwarded).status_code == 200
 
 
-def test_a_deactivated_users_access_token_stops_working_at_once_everywhere(
+def test_a_deactivated_users_access_token_stops_at_once_at_the_gateway_and_every_service(
     system, users, make_user: Callable[..., Caller]
 ):
     leaver = make_user("sales", "leaver")
@@ -132,7 +157,38 @@ def test_a_deactivated_users_access_token_stops_working_at_once_everywhere(
     for path in [*READS.values(), "/me", f"/customers/{uuid.uuid4()}", "/dashboard"]:
         assert_problem(leaver.get(f"{system.api}{path}"), 401)
     assert_problem(leaver.post(f"{system.api}/deals", json={"name": "one last deal"}), 401)
+    # Around the gateway, straight to each service: refused there too.
+    for name, path in READS.items():
+        assert_problem(leaver.get(f"{system.service_api(name)}{path}"), 401)
+    direct = leaver.post(f"{system.service_api('sales')}/deals", json={"name": "sneaky deal"})
+    assert_problem(direct, 401)
     assert_problem(sign_in(system, leaver.email, PASSWORD), 401)
+
+
+def test_logout_and_a_new_password_end_earlier_access_tokens_everywhere(
+    system, users, make_user: Callable[..., Caller]
+):
+    quitter = make_user("support", "quitter")
+    session = sign_in(system, quitter.email, PASSWORD).json()
+    before = Caller(quitter.user, PASSWORD)
+    before.session.headers["Authorization"] = f"Bearer {session['access_token']}"
+    assert before.get(f"{system.api}/tickets").status_code == 200
+    assert quitter.get(f"{system.api}/tickets").status_code == 200
+
+    logout = {"refresh_token": session["refresh_token"]}
+    out = requests.post(f"{system.api}/auth/logout", json=logout, timeout=TIMEOUT)
+    assert out.status_code == 204, out.text
+    for caller in (before, quitter):  # every access token issued before, on any device
+        assert_problem(caller.get(f"{system.api}/tickets"), 401)
+        assert_problem(caller.get(f"{system.service_api('support')}/tickets"), 401)
+
+    again = signed_in(system, quitter.user, PASSWORD)
+    assert again.get(f"{system.api}/tickets").status_code == 200
+    new_password = {"password": "another long password"}
+    changed = users["admin"].patch(f"{system.api}/users/{quitter.id}", json=new_password)
+    assert changed.status_code == 200, changed.text
+    assert_problem(again.get(f"{system.api}/tickets"), 401)
+    assert signed_in(system, quitter.user, new_password["password"])
 
 
 def test_a_demoted_admins_access_token_loses_admin_rights_at_once(
@@ -144,9 +200,10 @@ def test_a_demoted_admins_access_token_loses_admin_rights_at_once(
     demoted = users["admin"].patch(f"{system.api}/users/{former.id}", json={"role": "viewer"})
     assert demoted.status_code == 200, demoted.text
 
-    assert former.get(f"{system.api}/webhooks").status_code in (401, 403)
-    assert former.post(f"{system.api}/webhooks", json={}).status_code in (401, 403)
-    assert former.get(f"{system.api}/users").status_code in (401, 403)
+    # The token issued before the change is over at once.
+    assert_problem(former.get(f"{system.api}/webhooks"), 401)
+    assert_problem(former.post(f"{system.api}/webhooks", json={}), 401)
+    assert_problem(former.get(f"{system.api}/users"), 401)
     again = signed_in(system, former.user, PASSWORD)
     assert_problem(again.get(f"{system.api}/webhooks"), 403)
 

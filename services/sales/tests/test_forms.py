@@ -17,6 +17,7 @@ from services.sales.models import FormSubmission, Lead
 from services.sales.tests.conftest import row_counts
 from services.sales.tests.test_leads_api import assert_problem, move, new_lead, outbox_events
 from shared.events import utcnow
+from shared.keys import CLIENT_ADDRESS, purpose_key
 
 FORM = "/api/v1/forms/leads"
 TABLES = ("leads", "lead_behaviours", "form_submissions", "outbox")
@@ -186,7 +187,8 @@ def test_the_client_is_the_last_forwarded_hop_the_gateway_added(public, db):
         assert post_from(public, f"10.9.9.{n}, 203.0.113.8").status_code == 202
     assert_problem(post_from(public, "1.2.3.4, 203.0.113.8"), 429)
     secret = public.application.extensions["crm.settings"].jwt_secret
-    expected = hmac.new(secret.encode(), b"203.0.113.8", hashlib.sha256).hexdigest()
+    key = purpose_key(secret, CLIENT_ADDRESS)  # its own key, not the token-signing secret
+    expected = hmac.new(key, b"203.0.113.8", hashlib.sha256).hexdigest()
     with db.session() as session:
         keys = set(session.scalars(sa.select(FormSubmission.client_key)))
     assert keys == {expected}

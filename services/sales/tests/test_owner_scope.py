@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from shared.auth import Principal, issue_token
+from shared.testing import token_for
 
 RENAME = {"leads": {"first_name": "X"}, "deals": {"name": "X"}, "tasks": {"title": "X"}}
 ANA = "00000000-0000-4000-8000-0000000000a1"
@@ -15,9 +15,7 @@ BEN = "00000000-0000-4000-8000-0000000000b2"
 
 
 def client_of(app: Any, subject: str, role: str = "sales", team: bool = False) -> Any:
-    token = issue_token(
-        app.extensions["crm.settings"], Principal(subject, role, f"{subject}@x.example", team=team)
-    )
+    token = token_for(app, role, subject, team=team)
     client = app.test_client()
     client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token}"
     return client
