@@ -51,7 +51,8 @@ token_request_in = TokenRequestSchema()
 def create_token() -> Response:
     """Trade an email and password for an access token and a refresh token.
 
-    429 with Retry-After once the email or the client has failed too often lately.
+    429 with Retry-After while this email from this client, or this client on any email,
+    has failed too often lately (growing waits; other clients are not held back).
     """
     credentials = load_body(token_request_in)
     email = credentials["email"]
@@ -60,7 +61,7 @@ def create_token() -> Response:
         login_lockout.record_attempt(session, email, client_address())
     with db.session() as session:
         user = domain.authenticate(session, password_hasher(), email, credentials["password"])
-        login_lockout.forget_failures(session, email)
+        login_lockout.forget_failures(session, email, client_address())
         refresh_token = tokens.start_family(session, settings, user)
     return token_answer(settings, user, refresh_token)
 

@@ -4,7 +4,7 @@ Forged, expired and wrong-algorithm tokens open nothing: not at the gateway, and
 any service reached directly on its own port, which accepts only the short-lived tokens
 the gateway forwards (never a client's access token). Credentials that were taken back (a
 deactivated user, a demoted admin, a logout, a new password, a revoked API key, a spent
-refresh token) stop working everywhere, and repeated wrong passwords lock the account.
+refresh token) stop working everywhere, and repeated wrong passwords hold that client back.
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def test_a_replayed_refresh_token_revokes_the_whole_session(system, make_user):
     assert requests.post(url, json=access, timeout=TIMEOUT).status_code in (401, 422)
 
 
-def test_repeated_wrong_passwords_lock_the_account_even_for_the_right_one(system, make_user):
+def test_repeated_wrong_passwords_hold_that_client_back_even_for_the_right_one(system, make_user):
     victim = make_user("marketing", "victim")
     for _ in range(5):
         assert_problem(sign_in(system, victim.email, "wrong password!"), 401)
