@@ -42,6 +42,7 @@ class System:
     def api(self) -> str:
         return f"{self.base}/api/v1"
 
+
     def service_api(self, name: str) -> str:
         """A service's own /api/v1, reached directly (around the gateway)."""
         return f"http://127.0.0.1:{self.ports[name]}/api/v1"
@@ -107,6 +108,8 @@ def _environment(ports: dict[str, int], data_dir: Path, amqp_url: str, prefix: s
 @pytest.fixture(scope="package")
 def system(tmp_path_factory: pytest.TempPathFactory, amqp_url: str) -> Iterator[System]:
     """`crm run` as real processes, once for every security test that needs it."""
+
+
     from conftest import delete_broker_names, remember_queue
     from shared.cli import SERVICES
 
@@ -210,3 +213,14 @@ def unsigned_jwt(header: dict[str, Any], claims: dict[str, Any], signature: str 
     """A JWT made by hand: any header, any claims, any signature."""
     encoded = [b64url(json.dumps(part).encode()) for part in (header, claims)]
     return ".".join([*encoded, signature])
+
+
+def forwarded(caller: Caller) -> dict[str, str]:
+    """The Authorization the gateway forwards for this caller (a service-call token, signed
+    with the key derived from the system's secret): to test a service's own checks."""
+    from shared.auth import Principal, issue_service_token
+    from shared.config import load_settings
+
+    settings = load_settings("gateway", environ={"CRM_JWT_SECRET": JWT_SECRET})
+    principal = Principal(caller.id, caller.user["role"], caller.email)
+    return {"Authorization": f"Bearer {issue_service_token(settings, principal)}"}
