@@ -20,7 +20,14 @@ from typing import Any
 import pytest
 import requests
 
-from tests.crm_run import crm_run_environment, free_ports, running_crm
+from tests.crm_run import (
+    crm_run_environment,
+    database_settings,
+    free_ports,
+    internal_url,
+    running_crm,
+    service_schemas,
+)
 
 TIMEOUT = 10
 JWT_SECRET = "security-tests-secret-" + "s" * 40
@@ -42,6 +49,10 @@ class System:
     def api(self) -> str:
         return f"{self.base}/api/v1"
 
+    @property
+    def internal(self) -> str:
+        """The gateway's internal listener: /ready and /metrics answer only there."""
+        return internal_url(self.data_dir)
 
     def service_api(self, name: str) -> str:
         """A service's own /api/v1, reached directly (around the gateway)."""
@@ -106,10 +117,17 @@ def _environment(ports: dict[str, int], data_dir: Path, amqp_url: str, prefix: s
 
 
 @pytest.fixture(scope="package")
-def system(tmp_path_factory: pytest.TempPathFactory, amqp_url: str) -> Iterator[System]:
-    """`crm run` as real processes, once for every security test that needs it."""
+def service_databases(postgres_run_url: str) -> Iterator[dict[str, str]]:
+    """A PostgreSQL schema per service, as production runs (a database per service)."""
+    with service_schemas(postgres_run_url, f"security_{uuid.uuid4().hex[:8]}") as urls:
+        yield urls
 
 
+@pytest.fixture(scope="package")
+def system(
+    tmp_path_factory: pytest.TempPathFactory, amqp_url: str, service_databases: dict[str, str]
+) -> Iterator[System]:
+    """`crm run` as real processes on PostgreSQL, once for every security test that needs it."""
     from conftest import delete_broker_names, remember_queue
     from shared.cli import SERVICES
 
@@ -120,6 +138,7 @@ def system(tmp_path_factory: pytest.TempPathFactory, amqp_url: str) -> Iterator[
     ports = free_ports(SERVICES)
     root = tmp_path_factory.mktemp("security")
     env = _environment(ports, root / "var", amqp_url, prefix)
+    env.update(database_settings(service_databases))
     try:
         with running_crm(env, ports, root / "crm-run.log"):
             yield System(f"http://127.0.0.1:{ports['gateway']}", ports, root / "var")
