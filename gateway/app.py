@@ -29,6 +29,7 @@ from shared.auth import protect
 from shared.config import Settings, load_settings
 from shared.db import Database
 from shared.keys import ACCESS_TOKEN
+from shared.ops import listener_port
 from shared.web import init_app
 
 SERVICE = "gateway"
@@ -75,7 +76,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     hasher = config.get("password_hasher") or PasswordHasher()
     app.extensions["gateway.hasher"] = hasher
 
-    init_app(app, settings, db, dead_letters=False)  # the gateway consumes no events
+    # It consumes no events; /ready and /metrics only on the internal listener.
+    internal_port = listener_port(settings.extra["internal_bind"])
+    init_app(app, settings, db, dead_letters=False, ops_port=internal_port)
     init_security_headers(app, settings)  # before protect: preflights carry no token
     # Clients' access tokens only: the services' tokens (SERVICE_CALL) open nothing here.
     protect(

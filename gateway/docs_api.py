@@ -30,8 +30,9 @@ CACHE_SECONDS = 60.0
 INCOMPLETE_CACHE_SECONDS = 5.0
 _CACHE = "gateway.openapi_cache"
 _PUBLIC_PREFIXES = "gateway.public_prefixes"
-# The gateway's own paths in the document: its API, health, readiness, metrics, this page.
-OWN_PREFIXES = ("/api/", "/health", "/ready", "/metrics", "/docs")
+# The gateway's own paths in the public document: its API, health and this page (not
+# /ready and /metrics: they answer only on the internal listener).
+OWN_PREFIXES = ("/api/", "/health", "/docs")
 CDN = "https://cdn.jsdelivr.net"
 SWAGGER_UI = f"{CDN}/npm/swagger-ui-dist@5"
 # The page loads Swagger UI from the CDN and fetches the document and "try it out" calls

@@ -109,13 +109,21 @@ def service_port(name: str) -> int:
     return int(os.environ.get(f"CRM_{name.upper()}_PORT", SERVICE_PORTS[name]))
 
 
+def internal_bind(name: str) -> list[str]:
+    """The gateway's second `--bind`: its internal listener, for /ready and /metrics."""
+    if name != "gateway":
+        return []
+    return ["--bind", load_settings("gateway").extra["internal_bind"]]
+
+
 def procfile() -> str:
     """One line per process `crm run` starts."""
     python = sys.executable
     gunicorn = [python, "-m", "gunicorn", "-c", str(ROOT / "deploy/gunicorn.conf.py")]
     lines = []
     for name, spec in SERVICES.items():
-        command = [*gunicorn, "--bind", f"127.0.0.1:{service_port(name)}", f"'{spec.app}'"]
+        bind = ["--bind", f"127.0.0.1:{service_port(name)}", *internal_bind(name)]
+        command = [*gunicorn, *bind, f"'{spec.app}'"]
         lines.append(f"{name}: {' '.join(command)}")
         if spec.has_worker:
             lines.append(f"{name}-worker: {python} -m {spec.package}.worker")
@@ -182,7 +190,7 @@ def run_service(args: argparse.Namespace) -> int:
     port = SERVICE_PORTS[args.service]
     gunicorn = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy/gunicorn.conf.py")]
     bind = os.environ.get("CRM_BIND", f"0.0.0.0:{port}")
-    os.execv(sys.executable, [*gunicorn, "--bind", bind, spec.app])
+    os.execv(sys.executable, [*gunicorn, "--bind", bind, *internal_bind(args.service), spec.app])
     return 0  # not reached
 
 

@@ -119,6 +119,10 @@ SERVICE_PORTS = {
 }
 
 
+def _default_internal_bind(environ: Mapping[str, str]) -> str:
+    return f"127.0.0.1:{_int(environ, 'CRM_GATEWAY_PORT', SERVICE_PORTS['gateway']) + 100}"
+
+
 def load_settings(service: str, environ: Mapping[str, str] | None = None) -> Settings:
     """Read the settings of one service from the environment."""
     env = os.environ if environ is None else environ
@@ -181,6 +185,9 @@ def load_settings(service: str, environ: Mapping[str, str] | None = None) -> Set
             # Networks webhooks may be sent into besides public addresses (comma-separated
             # CIDRs: an integration server at 10.20.0.0/16, or 127.0.0.0/8 for development).
             "webhook_allowed_networks": _list(env, "CRM_WEBHOOK_ALLOWED_NETWORKS"),
+            # The gateway's second listener: /ready and /metrics answer only there (probes,
+            # Prometheus), never on its public port. Default: the gateway's port + 100.
+            "internal_bind": _env(env, "CRM_INTERNAL_BIND", _default_internal_bind(env)),
             # /ready fails while RabbitMQ is unreachable too (off: the api keeps taking
             # writes into its outbox during a broker outage, and only reports it).
             "ready_requires_broker": _env(env, "CRM_READY_REQUIRES_BROKER", "off").lower()

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
-import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
-from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from marshmallow import Schema, ValidationError
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 from sqlalchemy.exc import DataError, IntegrityError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wsgi import LimitedStream
@@ -24,7 +20,7 @@ from shared.config import Settings, startup_problem
 from shared.db import Database
 from shared.events import isoformat
 from shared.logs import configure_logging, correlation_id
-from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS, BacklogCollector
+from shared.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +262,8 @@ def path_problem(path: str) -> str | None:
 def refuse_unnormalised_path() -> None:
     """400 unless the request's path, as the server decoded it, is in its normal form."""
     # PATH_INFO, not request.path: werkzeug strips leading slashes from that one.
-    refused = path_problem(request.environ.get("PATH_INFO", ""))
+    wsgi_environ = request.environ  # the request's WSGI keys, not the process environment
+    refused = path_problem(wsgi_environ.get("PATH_INFO", ""))
     if refused:
         raise ApiError(400, "Bad Request", f"The URL path holds {refused}")
 
@@ -346,72 +343,21 @@ def _handle_unexpected(error: Exception) -> Response:
     return problem(500, "Internal Server Error", "Something went wrong on our side")
 
 
-def _broker_reachable(amqp_url: str, timeout: float = 1.0) -> None:
-    parts = urlsplit(amqp_url)
-    port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
-    with socket.create_connection((parts.hostname or "127.0.0.1", port), timeout):
-        pass
-
-
-def _check(name: str, check: Callable[[], None]) -> str:
-    try:
-        check()
-        return "ok"
-    except Exception as error:  # a readiness probe reports, it does not raise
-        log.warning("readiness check %s failed: %s", name, type(error).__name__)
-        return "unavailable"
-
-
-def _ops_blueprint(settings: Settings, db: Database | None, dead_letters: bool) -> Blueprint:
-    ops = Blueprint("ops", __name__)
-
-    @ops.get("/health")
-    def health() -> Response:
-        return jsonify({"status": "ok", "service": settings.service})
-
-    @ops.get("/ready")
-    def ready() -> Response:
-        """Ready when the database answers; the broker too if CRM_READY_REQUIRES_BROKER.
-
-        An api process only writes its outbox: with RabbitMQ down it still accepts
-        writes (their events wait), so by default a broker outage is reported and does
-        not take it out of service. Not ready: a 503 problem naming what is down.
-        """
-        results = {"broker": _check("broker", lambda: _broker_reachable(settings.amqp_url))}
-        if db is not None:
-            results["database"] = _check("database", db.ping)
-        required = ["database"]
-        if settings.extra.get("ready_requires_broker"):
-            required.append("broker")
-        down = [name for name in required if results.get(name, "ok") != "ok"]
-        if not down:
-            return jsonify({"status": "ready", "checks": results})
-        detail = f"Unavailable: {', '.join(down)}"
-        return problem(503, "Service Unavailable", detail, extensions={"checks": results})
-
-    backlog = CollectorRegistry()  # gauges read at scrape time, once per process
-    backlog.register(BacklogCollector(settings, db, dead_letters=dead_letters))
-
-    @ops.get("/metrics")
-    def metrics() -> Response:
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # several gunicorn workers: sum them
-            counters = CollectorRegistry()
-            multiprocess.MultiProcessCollector(counters)
-            text = generate_latest(counters)
-        else:
-            text = generate_latest()
-        return Response(text + generate_latest(backlog), mimetype=CONTENT_TYPE_LATEST)
-
-    return ops
-
-
 def init_app(
-    app: Flask, settings: Settings, db: Database | None, *, dead_letters: bool = True
+    app: Flask,
+    settings: Settings,
+    db: Database | None,
+    *,
+    dead_letters: bool = True,
+    ops_port: int | None = None,
 ) -> None:
     """Give a service's Flask app the shared conventions: errors, ids, logs, health, metrics.
 
     `dead_letters`: False for a service that consumes nothing (it has no DLQ to measure).
+    `ops_port`: /ready and /metrics answer only on connections to this port (shared.ops).
     """
+    from shared.ops import ops_blueprint  # here: shared.ops answers with this module's problem()
+
     configure_logging(settings.service, settings.log_level)
     app.json = CrmJSONProvider(app)
     app.config["CRM_SERVICE"] = settings.service
@@ -432,7 +378,7 @@ def init_app(
     app.register_error_handler(DataError, _handle_data_error)
     app.register_error_handler(IntegrityError, _handle_integrity_error)
     app.register_error_handler(Exception, _handle_unexpected)
-    app.register_blueprint(_ops_blueprint(settings, db, dead_letters))
+    app.register_blueprint(ops_blueprint(settings, db, dead_letters, ops_port))
     problem = startup_problem(settings)
     if problem is not None:  # no published or missing secret, ever (exits with that line)
         raise SystemExit(f"error: {problem}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -56,6 +57,8 @@ def crm_run_environment(
         "GUNICORN_WORKERS": "2",
         "CRM_SMTP_CATCHER_PORT": str(free_port()),  # mail kept as .eml under CRM_DATA_DIR/mail
         "CRM_PUBLIC_URL": f"http://127.0.0.1:{ports['gateway']}",
+        # The gateway's /ready and /metrics listener (its default, port + 100, may be taken).
+        "CRM_INTERNAL_BIND": f"127.0.0.1:{free_port()}",
         # Off: api port + 1000 could be a port another test's system has just been given.
         **{f"CRM_{name.upper()}_WORKER_METRICS_PORT": "0" for name in ports},
         **settings,
@@ -85,11 +88,23 @@ def running_crm(
         )
     try:
         wait_until_up(f"http://127.0.0.1:{ports['gateway']}/health", process, seconds)
-        for port in ports.values():
-            wait_until_up(f"http://127.0.0.1:{port}{ready_path}", process, 60)
+        for name, port in ports.items():
+            base = f"http://127.0.0.1:{port}"
+            if name == "gateway":
+                base = internal_url(Path(env["CRM_DATA_DIR"]))
+            wait_until_up(f"{base}{ready_path}", process, 60)
         yield process
     finally:
         stop_process_group(process, log)
+
+
+def internal_url(data_dir: Path) -> str:
+    """Where `crm run` put the gateway's internal listener (/ready, /metrics; 404 on its
+    public port): the last `--bind` of the gateway's line of the Procfile it wrote."""
+    procfile = (Path(data_dir) / "Procfile").read_text().splitlines()
+    gateway = next(line for line in procfile if line.startswith("gateway:"))
+    binds = re.findall(r"--bind (\S+)", gateway)
+    return f"http://{binds[-1]}"
 
 
 def wait_until_up(url: str, process: subprocess.Popen, seconds: float) -> None:

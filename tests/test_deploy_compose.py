@@ -268,7 +268,12 @@ def test_every_api_has_a_health_check_on_its_port():
         compile(code, f"{name}-api healthcheck", "exec")
         # `crm <service> api` binds 0.0.0.0 on the service's default port (no CRM_BIND).
         assert "CRM_BIND" not in environment(svc)
-        assert f"http://127.0.0.1:{SERVICE_PORTS[name]}/health" in code, name
+        if name == "gateway":  # /ready only on its internal listener (load_settings' default)
+            internal = load_settings("gateway", {}).extra["internal_bind"]
+            assert f"http://{internal}/ready" in code
+            assert "CRM_INTERNAL_BIND" not in environment(svc)
+        else:
+            assert f"http://127.0.0.1:{SERVICE_PORTS[name]}/health" in code, name
 
 
 def test_the_settings_each_process_gets():

@@ -218,7 +218,9 @@ def test_each_service_has_its_api_service_autoscaler_worker_and_migration(
     container = only_container(api)
     assert container["image"] == PLACEHOLDER_IMAGE
     assert container["args"] == [service, "api"]
-    assert container["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    http = {"name": "http", "containerPort": port, "protocol": "TCP"}
+    internal = {"name": "internal", "containerPort": port + 100, "protocol": "TCP"}
+    assert container["ports"] == ([http, internal] if service == "gateway" else [http])
     assert "replicas" not in api["spec"], "the HorizontalPodAutoscaler owns the api's replicas"
     selector = api["spec"]["selector"]["matchLabels"]
     assert selector.items() <= pod_labels(api).items()
@@ -296,14 +298,32 @@ def test_api_probes_point_at_ready_and_health_on_the_container_port(
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     assert container["startupProbe"]["httpGet"]["path"] == "/health"
-    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+    for probe in ("livenessProbe", "startupProbe"):
         assert probe_port(container, container[probe]) == port, probe
+    # The gateway answers /ready only on its internal listener (404 on the public port).
+    ready_port = port + 100 if service == "gateway" else port
+    assert probe_port(container, container["readinessProbe"]) == ready_port
     # /ready checks the database, then opens a socket to the broker (1 s timeout).
     assert container["readinessProbe"]["timeoutSeconds"] >= 2
     # gunicorn's graceful_timeout (20 s) fits in the grace period after the preStop pause.
     spec = api["spec"]["template"]["spec"]
     pause = container["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert spec["terminationGracePeriodSeconds"] >= 20 + pause
+
+
+def test_the_gateways_internal_listener_is_probed_and_scraped_but_not_exposed(
+    base: list[dict[str, Any]],
+) -> None:
+    api = find(base, "Deployment", "gateway-api")
+    container = only_container(api)
+    [internal] = [p["containerPort"] for p in container["ports"] if p["name"] == "internal"]
+    env = {var["name"]: var.get("value") for var in container["env"]}
+    assert env["CRM_INTERNAL_BIND"] == f"0.0.0.0:{internal}"  # the pod's address
+    annotations = api["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(internal)
+    assert annotations["prometheus.io/path"] == "/metrics"
+    [exposed] = find(base, "Service", "gateway-api")["spec"]["ports"]
+    assert exposed["targetPort"] == "http" and exposed["port"] != internal
 
 
 def test_the_gateway_finds_every_service_through_its_service(base: list[dict[str, Any]]) -> None:

@@ -18,7 +18,14 @@ import pika
 import pytest
 import requests
 
-from tests.crm_run import crm_run_environment, eventually, free_port, free_ports, running_crm
+from tests.crm_run import (
+    crm_run_environment,
+    eventually,
+    free_port,
+    free_ports,
+    internal_url,
+    running_crm,
+)
 from tests.faults.system import read_mail
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,13 +202,14 @@ def test_make_run_without_a_broker_says_so_in_one_line_and_fails(tmp_path):
     )
 
 
-def test_the_running_system_is_ready_and_counts_requests_of_every_worker(system):
+def test_the_running_system_is_ready_and_counts_requests_of_every_worker(system, tmp_path):
     base, _tap = system
+    internal = internal_url(tmp_path / "var")  # /ready and /metrics are not on the public port
     for _ in range(6):  # spread over both gunicorn workers
         requests.get(f"{base}/health", timeout=TIMEOUT)
-    ready = requests.get(f"{base}/ready", timeout=TIMEOUT)
+    ready = requests.get(f"{internal}/ready", timeout=TIMEOUT)
     assert ready.status_code == 200 and ready.json()["checks"] == {"broker": "ok", "database": "ok"}
-    metrics = requests.get(f"{base}/metrics", timeout=TIMEOUT).text
+    metrics = requests.get(f"{internal}/metrics", timeout=TIMEOUT).text
     counted = [
         float(line.rsplit(" ", 1)[1])
         for line in metrics.splitlines()

@@ -104,6 +104,7 @@ def test_the_gateways_own_routes_are_in_the_document(gateway: Flask) -> None:
         path, _ = openapi_path(rule.rule)
         assert {m.lower() for m in rule_methods(rule)} <= set(paths[path]), path
     assert "/docs" in paths and "/health" in paths
+    assert "/ready" not in paths and "/metrics" not in paths  # internal listener only
 
 
 def test_security_is_the_gateways(gateway: Flask) -> None:

@@ -85,3 +85,37 @@ def test_migrating_the_gateway_declares_no_queue(tmp_path, monkeypatch):
             column["name"] for column in sa.inspect(connection).get_columns("users")
         }
     engine.dispose()
+
+
+def test_the_gateway_alone_also_listens_on_its_internal_address(monkeypatch):
+    monkeypatch.delenv("CRM_INTERNAL_BIND", raising=False)
+    monkeypatch.setenv("CRM_GATEWAY_PORT", "9000")
+    lines = dict(line.split(": ", 1) for line in cli.procfile().splitlines())
+
+    assert "--bind 127.0.0.1:9000 --bind 127.0.0.1:9100 " in lines["gateway"]
+    assert lines["contacts"].count("--bind") == 1
+    monkeypatch.setenv("CRM_INTERNAL_BIND", "127.0.0.1:7777")
+    assert "--bind 127.0.0.1:7777 " in cli.procfile().splitlines()[0]
+
+
+def test_crm_gateway_api_binds_the_public_and_the_internal_address(monkeypatch, tmp_path):
+    ran = []
+    monkeypatch.setenv("CRM_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr("os.execv", lambda _path, argv: ran.append(argv))
+    monkeypatch.setenv("CRM_JWT_SECRET", "cli-tests-" + "s" * 40)
+    monkeypatch.setenv("CRM_BIND", "0.0.0.0:8000")
+    monkeypatch.setenv("CRM_INTERNAL_BIND", "0.0.0.0:8100")
+
+    for service in ("gateway", "contacts"):
+        with pytest.raises(SystemExit):
+            cli.main([service, "api"])
+
+    gateway, contacts = ran
+    assert gateway[-5:] == [
+        "--bind",
+        "0.0.0.0:8000",
+        "--bind",
+        "0.0.0.0:8100",
+        "gateway.app:create_app()",
+    ]
+    assert contacts[-3:] == ["--bind", "0.0.0.0:8000", "services.contacts.app:create_app()"]

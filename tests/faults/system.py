@@ -80,6 +80,8 @@ class System:
             "CRM_ADMIN_PASSWORD": ADMIN["password"],
             "CRM_SMTP_CATCHER_PORT": str(free_port()),  # kept as .eml under CRM_DATA_DIR/mail
             "CRM_PUBLIC_URL": self.url("gateway"),
+            # The gateway's /ready and /metrics listener (its default, port + 100, may be taken).
+            "CRM_INTERNAL_BIND": f"127.0.0.1:{free_port()}",
             "CRM_NOTIFICATIONS_TICK_SECONDS": "0.2",
             **env,
         }

@@ -17,7 +17,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from tests.crm_run import free_ports, running_crm
+from tests.crm_run import free_ports, internal_url, running_crm
 from tests.fuzz.system import TIMEOUT, System, sign_in, system_environment
 
 _runs = itertools.count()
@@ -80,7 +80,7 @@ def system(
     tmp = tmp_path_factory.mktemp("fuzz-system")
     env = system_environment(tmp / "var", ports, service_databases, (amqp_url, broker_prefix))
     with running_crm(env, ports, tmp / "crm-run.log", ready_path="/ready", seconds=180):
-        yield sign_in(f"http://127.0.0.1:{ports['gateway']}")
+        yield sign_in(f"http://127.0.0.1:{ports['gateway']}", internal_url(tmp / "var"))
 
 
 @pytest.fixture(scope="package")

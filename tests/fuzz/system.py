@@ -20,6 +20,7 @@ class System:
     base: str
     token: str
     session: requests.Session
+    internal: str = ""  # the gateway's /ready and /metrics listener (not its public port)
 
     @property
     def api(self) -> str:
@@ -44,7 +45,7 @@ def system_environment(
     )
 
 
-def sign_in(base: str) -> System:
+def sign_in(base: str, internal: str = "") -> System:
     answer = requests.post(
         f"{base}/api/v1/auth/token",
         json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD},
@@ -54,4 +55,4 @@ def sign_in(base: str) -> System:
     token = answer.json()["access_token"]
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
-    return System(base=base, token=token, session=session)
+    return System(base=base, token=token, session=session, internal=internal)

@@ -83,7 +83,7 @@ def run_all(jobs: list[Callable[[], str | None]]) -> list[str]:
 
 
 def assert_healthy(system: System) -> None:
-    assert requests.get(f"{system.base}/ready", timeout=TIMEOUT).status_code == 200
+    assert requests.get(f"{system.internal}/ready", timeout=TIMEOUT).status_code == 200
     listed = system.session.get(f"{system.api}/contacts?limit=5", timeout=TIMEOUT)
     assert listed.status_code == 200 and "items" in listed.json()
 

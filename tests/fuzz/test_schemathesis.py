@@ -152,4 +152,4 @@ def test_every_operation_answers_generated_input_as_documented(system, openapi_d
         outcome.failures
     )
     assert outcome.server_errors == 0
-    assert system.session.get(f"{system.base}/ready", timeout=30).status_code == 200
+    assert system.session.get(f"{system.internal}/ready", timeout=30).status_code == 200
