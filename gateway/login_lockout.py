@@ -1,8 +1,8 @@
 """Backoff of sign-ins: failures of one email from one client, and of one client on any email.
 
 Each (email, client address) pair gets a few free failures, then every further attempt
-waits a growing delay (1 s, 2 s, 4 s, ... capped) after its last failure; so does a client
-failing on many emails. Nothing is counted per email alone: an attacker failing for
+waits a growing delay (30 s, 1 min, 2 min, ... capped at 15 min) after its last failure; so
+does a client failing on many emails. Nothing is counted per email alone: an attacker failing for
 admin@ from one address never locks the admin out from another (the right password from
 elsewhere signs in at once).
 
@@ -33,9 +33,10 @@ WINDOW = timedelta(minutes=15)
 PAIR_FREE_FAILURES = 5
 # Failures of one client, whatever emails it tries, before it waits.
 CLIENT_FREE_FAILURES = 20
-# The first wait; each further failure doubles it, up to MAX_DELAY.
-FIRST_DELAY = timedelta(seconds=1)
-MAX_DELAY = timedelta(minutes=5)
+# The first wait; each further failure doubles it, up to MAX_DELAY. Not a second or two:
+# one check of a password (argon2) takes about that long, so it would hold nobody back.
+FIRST_DELAY = timedelta(seconds=30)
+MAX_DELAY = timedelta(minutes=15)
 
 
 def email_digest(email: str) -> str:

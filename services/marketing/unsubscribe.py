@@ -1,7 +1,8 @@
 """Signed public links: one-click unsubscribe, and the confirmation of a double opt-in.
 
-Both carry a token instead of a login, signed with the service's secret by itsdangerous
-(one salt per kind, so a token of one kind is never taken for the other):
+Both carry a token instead of a login, signed by itsdangerous with a key of its own
+derived from the secret (`shared.keys`: UNSUBSCRIBE_LINK, OPT_IN_LINK), so a token of one
+kind, or a CSAT, tracking or access token, never verifies as the other:
 
 - unsubscribe, `{public_url}/api/v1/unsubscribe/{token}`: `URLSafeSerializer`, salt
   "crm.unsubscribe", payload `[contact_id, email_key, list_id or "*"]` ("*": every list).
@@ -27,6 +28,7 @@ from itsdangerous.encoding import base64_encode, want_bytes
 
 from shared.config import Settings
 from shared.events import canonical_uuid
+from shared.keys import OPT_IN_LINK, UNSUBSCRIBE_LINK, purpose_key
 
 UNSUBSCRIBE_SALT = "crm.unsubscribe"
 CONFIRM_SALT = "crm.subscription.confirm"
@@ -59,7 +61,7 @@ def _public_url(settings: Settings) -> str:
 
 
 def _unsubscribe_serializer(settings: Settings) -> URLSafeSerializer:
-    return _serializer_for(settings.jwt_secret)
+    return _serializer_for(purpose_key(settings.jwt_secret, UNSUBSCRIBE_LINK))
 
 
 class _OnceDerivedSigner(Signer):
@@ -90,13 +92,13 @@ class _UncompressedSerializer(URLSafeSerializer):
 
 
 @functools.lru_cache(maxsize=4)
-def _serializer_for(secret: str) -> URLSafeSerializer:
-    """One serializer per secret (a campaign signs 50,000 links with it)."""
-    return _UncompressedSerializer(secret, salt=UNSUBSCRIBE_SALT)
+def _serializer_for(key: bytes) -> URLSafeSerializer:
+    """One serializer per key (a campaign signs 50,000 links with it)."""
+    return _UncompressedSerializer(key, salt=UNSUBSCRIBE_SALT)
 
 
 def _confirm_serializer(settings: Settings) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(settings.jwt_secret, salt=CONFIRM_SALT)
+    return URLSafeTimedSerializer(purpose_key(settings.jwt_secret, OPT_IN_LINK), salt=CONFIRM_SALT)
 
 
 def _email_key(value: Any) -> str | None:

@@ -8,6 +8,9 @@
 - `users`: the staff replica (`user.created|updated|deleted` from the gateway).
 - `reminders`: task reminders, scheduled from `task.*`.
 - `webhooks`: every event (ALL_EVENTS) fanned out to the matching webhooks.
+
+A handler that needs a contact not known here yet keeps its event waiting (`waiting`); the
+contact's own event then handles it again through this same table.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from services.notifications import (
     reminders,
     suppressions,
     users,
+    waiting,
     webhooks,
 )
 from shared.bus import Handler
@@ -36,4 +40,4 @@ def handlers(settings: Settings | None = None) -> dict[str, Handler]:
             if event_type in merged:
                 raise RuntimeError(f"two notifications handlers for {event_type}")
             merged[event_type] = handler
-    return merged
+    return waiting.resuming(merged)

@@ -7,7 +7,8 @@
   `news@shop.example` or `Shop <news@shop.example>`; default CRM_MAIL_FROM). The message is
   queued once per message id (derived from the event and the address when none is given).
   A request that can never be sent (no address, bad fields, a template that fails) is a
-  PermanentError: it goes to the dead-letter queue with the reason. A request for a staff
+  PermanentError: it goes to the dead-letter queue with the reason; a request to a contact
+  not known here yet waits for its `contact.created` (`waiting`). A request for a staff
   user who is unknown, inactive or without an address is skipped (logged): there is no one
   to tell. A redacted request (its contact was erased before it was published) is skipped.
 - `contact.created|updated|merged`: the replica of each contact's address and name
@@ -27,6 +28,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from services.notifications import waiting
 from services.notifications.mime import address_problem
 from services.notifications.models import Click, ContactAddress, Message
 from services.notifications.sending import queue_message
@@ -71,6 +73,8 @@ def on_email_requested(session: Session, event: Envelope) -> None:
     _check_shape(data)
     if data.get("message_id") and _known(session, data["message_id"]):
         return  # asked for again (a new event naming the same message): already ours
+    if _contact_not_here_yet(session, event):
+        return  # handled again when the contact's address arrives (`waiting`)
     to = _recipient(session, data)
     if to is None:
         log.warning(
@@ -107,6 +111,15 @@ def _check_shape(data: Mapping[str, Any]) -> None:
         wrong.append("headers")
     if wrong:
         raise PermanentError(f"email.requested has fields of the wrong type: {', '.join(wrong)}")
+
+
+def _contact_not_here_yet(session: Session, event: Envelope) -> bool:
+    """Whether the request is to a contact this replica does not hold yet; it then waits."""
+    data = event.data
+    if data.get("to") or data.get("to_user_id") is not None or data.get("contact_id") is None:
+        return False
+    contact_id = contact_id_of(data["contact_id"], "contact_id")
+    return waiting.contact_not_here_yet(session, event, contact_id)
 
 
 def _known(session: Session, message_id: str) -> bool:

@@ -213,3 +213,17 @@ class UserAddress(Base):
     active: Mapped[bool] = mapped_column(default=True)
     version: Mapped[int] = mapped_column(default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PendingEvent(Base):
+    """An event a handler could not finish yet: it waits for another aggregate's data (a
+    contact's address, say) and is handled again when that arrives (`waiting`)."""
+
+    __tablename__ = "pending_events"
+    __table_args__ = (Index("ix_pending_events_waits_for_key", "waits_for", "key"),)
+
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    waits_for: Mapped[str] = mapped_column(String(20))  # "contact"
+    key: Mapped[str] = mapped_column(String(36))  # the id of what it waits for
+    envelope: Mapped[str] = mapped_column(Text)  # the event as JSON, handled again as it was
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -2,9 +2,11 @@
 
 - `ticket.created`: an acknowledgement to the requester: `data.requester.email`, else the
   ticket's `requester_email`, else the address of `data.contact_id` (the contacts
-  replica). No address known: skipped, with a log line.
+  replica). A contact not known here yet (its `contact.created` comes through another
+  relay, and may come later) makes the event wait for it (`waiting`); a known contact
+  without an address: skipped, with a log line.
 - `ticket.resolved`: the CSAT request, with the rating link
-  `{public_url}/api/v1/csat/{data.csat_token}` (no token: skipped).
+  `{public_url}/api/v1/csat/{data.csat_token}` (no token: skipped); its recipient as above.
 
 Each renders the stored template named `ticket_acknowledgement` or `ticket_csat_request`
 when there is one (a template that fails to render is logged and the
@@ -28,6 +30,7 @@ from urllib.parse import quote
 
 from sqlalchemy.orm import Session
 
+from services.notifications import waiting
 from services.notifications.models import ContactAddress, Message
 from services.notifications.sending import queue_message
 from services.notifications.templates import (
@@ -172,11 +175,12 @@ def send_notice(
 def acknowledge_ticket(session: Session, event: Envelope) -> Message | None:
     """`ticket.created`: tell the requester their request arrived."""
     recipient = requester_of(session, event.data)
+    contact_id = canonical_uuid(event.data.get("contact_id"))
     if recipient is None:
-        log.info("ticket.created %s: no requester address, no acknowledgement", event.id)
+        if not waiting.contact_not_here_yet(session, event, contact_id):
+            log.info("ticket.created %s: no requester address, no acknowledgement", event.id)
         return None
     variables = {"ticket": ticket_variables(event.data), "recipient": recipient}
-    contact_id = canonical_uuid(event.data.get("contact_id"))
     return send_notice(session, event, ACKNOWLEDGEMENT, recipient["email"], variables, contact_id)
 
 
@@ -184,7 +188,11 @@ def request_csat(session: Session, event: Envelope, *, public_url: str) -> Messa
     """`ticket.resolved`: ask the requester to rate the help, with the signed rating link."""
     token = text_of(event.data.get("csat_token"))
     recipient = requester_of(session, event.data)
-    if token is None or len(token) > MAX_TOKEN_CHARS or recipient is None:
+    contact_id = canonical_uuid(event.data.get("contact_id"))
+    usable = token is not None and len(token) <= MAX_TOKEN_CHARS
+    if usable and recipient is None and waiting.contact_not_here_yet(session, event, contact_id):
+        return None
+    if not usable or recipient is None:
         log.info("ticket.resolved %s: no rating link or no address, no CSAT request", event.id)
         return None
     variables = {
@@ -192,7 +200,6 @@ def request_csat(session: Session, event: Envelope, *, public_url: str) -> Messa
         "recipient": recipient,
         "csat_url": f"{public_url.rstrip('/')}/api/v1/csat/{quote(token, safe='')}",
     }
-    contact_id = canonical_uuid(event.data.get("contact_id"))
     return send_notice(session, event, CSAT_REQUEST, recipient["email"], variables, contact_id)
 
 

@@ -29,6 +29,7 @@ from services.notifications.models import Click, Message
 from services.notifications.sending import record_message_event
 from shared.config import Settings
 from shared.events import canonical_uuid, utcnow
+from shared.keys import TRACKING_LINK, purpose_key
 
 OPEN_SALT = "crm.tracking.open"
 CLICK_SALT = "crm.tracking.click"
@@ -49,7 +50,7 @@ _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 
 
 def _serializer(settings: Settings, salt: str) -> URLSafeSerializer:
-    return URLSafeSerializer(settings.jwt_secret, salt=salt)
+    return URLSafeSerializer(purpose_key(settings.jwt_secret, TRACKING_LINK), salt=salt)
 
 
 def _public_url(settings: Settings) -> str:

@@ -1,9 +1,10 @@
 """Customer satisfaction: the signed rating link, and one rating per resolved ticket.
 
 The link a customer follows from the CSAT email carries a token instead of a login: the
-ticket id signed with the service's secret (itsdangerous, salt "crm.csat") and a time
-stamp, so a link is good for `CSAT_LINK_DAYS` days after the ticket was resolved. A
-token that is tampered with, expired or not ours reads as "no such ticket" (404).
+ticket id and a time stamp, signed (itsdangerous, salt "crm.csat") with the CSAT_LINK key
+derived from the secret (`shared.keys`), so no token of another purpose verifies here.
+A link is good for `CSAT_LINK_DAYS` days after the ticket was resolved. A token that is
+tampered with, expired or not ours reads as "no such ticket" (404).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from services.support.models import CsatRating, Ticket
 from shared.config import Settings
+from shared.keys import CSAT_LINK, purpose_key
 from shared.outbox import record_event
 from shared.web import ApiError, conflict, invalid, not_found
 
@@ -30,7 +32,7 @@ RATEABLE_STATUSES = ("resolved", "closed")
 
 
 def _serializer(settings: Settings) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(settings.jwt_secret, salt=SALT)
+    return URLSafeTimedSerializer(purpose_key(settings.jwt_secret, CSAT_LINK), salt=SALT)
 
 
 def _link_seconds(settings: Settings) -> int:

@@ -20,7 +20,14 @@ from typing import Any
 import pytest
 import requests
 
-from tests.crm_run import crm_run_environment, free_ports, internal_url, running_crm
+from tests.crm_run import (
+    crm_run_environment,
+    database_settings,
+    free_ports,
+    internal_url,
+    running_crm,
+    service_schemas,
+)
 
 TIMEOUT = 10
 JWT_SECRET = "security-tests-secret-" + "s" * 40
@@ -110,8 +117,17 @@ def _environment(ports: dict[str, int], data_dir: Path, amqp_url: str, prefix: s
 
 
 @pytest.fixture(scope="package")
-def system(tmp_path_factory: pytest.TempPathFactory, amqp_url: str) -> Iterator[System]:
-    """`crm run` as real processes, once for every security test that needs it."""
+def service_databases(postgres_run_url: str) -> Iterator[dict[str, str]]:
+    """A PostgreSQL schema per service, as production runs (a database per service)."""
+    with service_schemas(postgres_run_url, f"security_{uuid.uuid4().hex[:8]}") as urls:
+        yield urls
+
+
+@pytest.fixture(scope="package")
+def system(
+    tmp_path_factory: pytest.TempPathFactory, amqp_url: str, service_databases: dict[str, str]
+) -> Iterator[System]:
+    """`crm run` as real processes on PostgreSQL, once for every security test that needs it."""
     from conftest import delete_broker_names, remember_queue
     from shared.cli import SERVICES
 
@@ -122,6 +138,7 @@ def system(tmp_path_factory: pytest.TempPathFactory, amqp_url: str) -> Iterator[
     ports = free_ports(SERVICES)
     root = tmp_path_factory.mktemp("security")
     env = _environment(ports, root / "var", amqp_url, prefix)
+    env.update(database_settings(service_databases))
     try:
         with running_crm(env, ports, root / "crm-run.log"):
             yield System(f"http://127.0.0.1:{ports['gateway']}", ports, root / "var")
@@ -215,3 +232,14 @@ def unsigned_jwt(header: dict[str, Any], claims: dict[str, Any], signature: str 
     """A JWT made by hand: any header, any claims, any signature."""
     encoded = [b64url(json.dumps(part).encode()) for part in (header, claims)]
     return ".".join([*encoded, signature])
+
+
+def forwarded(caller: Caller) -> dict[str, str]:
+    """The Authorization the gateway forwards for this caller (a service-call token, signed
+    with the key derived from the system's secret): to test a service's own checks."""
+    from shared.auth import Principal, issue_service_token
+    from shared.config import load_settings
+
+    settings = load_settings("gateway", environ={"CRM_JWT_SECRET": JWT_SECRET})
+    principal = Principal(caller.id, caller.user["role"], caller.email)
+    return {"Authorization": f"Bearer {issue_service_token(settings, principal)}"}

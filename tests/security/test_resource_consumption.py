@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.security.conftest import TIMEOUT, System, assert_problem
+from tests.security.conftest import TIMEOUT, System, assert_problem, forwarded
 
 pytestmark = pytest.mark.xdist_group("crm-run")
 
@@ -87,7 +87,7 @@ def test_a_body_over_the_limit_is_413_at_the_gateway_and_at_each_service(system:
     big = {"first_name": "Big", "email": "big@customer.example", "title": "x" * BODY_LIMIT}
     assert_problem(admin.post(f"{system.api}/contacts", json=big), 413)
     for name, path in (("contacts", "/contacts"), ("sales", "/deals"), ("support", "/tickets")):
-        answer = admin.post(f"{system.service_api(name)}{path}", json=big)
+        answer = admin.post(f"{system.service_api(name)}{path}", json=big, headers=forwarded(admin))
         assert_problem(answer, 413)
     assert admin.get(f"{system.api}/contacts", params={"q": "big@customer"}).json()["items"] == []
 

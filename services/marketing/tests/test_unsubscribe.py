@@ -25,6 +25,8 @@ from services.marketing.tests.consent_helpers import (
     subscribe,
     suppressions,
 )
+from shared.auth import Principal, issue_token
+from shared.keys import OPT_IN_LINK, PURPOSES, UNSUBSCRIBE_LINK, purpose_key
 
 PUBLIC = "https://crm.example.com"
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
@@ -34,6 +36,10 @@ TABLES = ("subscriptions", "consent_records", "suppressions", "outbox")
 @pytest.fixture
 def settings(app: Any) -> Any:
     return app.extensions["crm.settings"]
+
+
+def unsubscribe_key(settings: Any) -> bytes:
+    return purpose_key(settings.jwt_secret, UNSUBSCRIBE_LINK)
 
 
 def link_path(settings: Any, contact_id: str, email: str, list_id: str | None = None) -> str:
@@ -68,7 +74,7 @@ def test_a_token_names_its_contact_address_and_list(settings):
 
 def test_tokens_signed_compressed_by_earlier_versions_still_work(settings):
     contact_id, list_id = str(uuid.uuid4()), str(uuid.uuid4())
-    signer = URLSafeSerializer(settings.jwt_secret, salt=unsubscribe.UNSUBSCRIBE_SALT)
+    signer = URLSafeSerializer(unsubscribe_key(settings), salt=unsubscribe.UNSUBSCRIBE_SALT)
     token = signer.dumps([contact_id, "ada@example.com", list_id])
     claim = unsubscribe.read_unsubscribe_token(settings, token)
     assert claim == unsubscribe.UnsubscribeClaim(contact_id, "ada@example.com", list_id)
@@ -82,8 +88,19 @@ def test_unsubscribe_url_points_at_the_public_address(settings):
 
 def forged_tokens(settings: Any, contact_id: str, list_id: str) -> list[str]:
     good = unsubscribe.unsubscribe_token(settings, contact_id, "ada@example.com", list_id)
-    ours = URLSafeSerializer(settings.jwt_secret, salt=unsubscribe.UNSUBSCRIBE_SALT)
+    ours = URLSafeSerializer(unsubscribe_key(settings), salt=unsubscribe.UNSUBSCRIBE_SALT)
+    claim = [contact_id, "ada@example.com", list_id]
+    # The same salt and claim under the bare secret or another purpose's key (a CSAT,
+    # tracking, opt-in or access key): a token of one purpose never verifies as another.
+    foreign = [
+        URLSafeSerializer(key, salt=unsubscribe.UNSUBSCRIBE_SALT).dumps(claim)
+        for key in (
+            settings.jwt_secret,
+            *(purpose_key(settings.jwt_secret, p) for p in PURPOSES - {UNSUBSCRIBE_LINK}),
+        )
+    ]
     return [
+        *foreign,
         good[:-2] + ("AA" if not good.endswith("AA") else "BB"),  # tampered signature
         good.replace(".", "", 1),
         "not-a-token",
@@ -91,14 +108,13 @@ def forged_tokens(settings: Any, contact_id: str, list_id: str) -> list[str]:
         URLSafeSerializer("not our secret", salt=unsubscribe.UNSUBSCRIBE_SALT).dumps(
             [contact_id, "ada@example.com", list_id]
         ),
-        URLSafeSerializer(settings.jwt_secret, salt="crm.csat").dumps(
-            [contact_id, "ada@example.com", list_id]
-        ),
+        URLSafeSerializer(unsubscribe_key(settings), salt="crm.csat").dumps(claim),
         ours.dumps([contact_id, "ada@example.com"]),
         ours.dumps(["not-an-id", "ada@example.com", list_id]),
         ours.dumps([contact_id, "no address", list_id]),
         ours.dumps([contact_id, "ada@example.com", "some list"]),
         unsubscribe.confirm_token(settings, contact_id, str(uuid.uuid4()), "ada@example.com"),
+        issue_token(settings, Principal(contact_id, "admin", "ada@example.com")),
     ]
 
 
@@ -313,7 +329,16 @@ def test_bad_or_expired_confirmation_links_are_404(anonymous, client, db, settin
         patch.setattr(time, "time", lambda: 1_700_000_000.0)
         expired = unsubscribe.confirm_token(settings, row["id"], str(uuid.uuid4()), "a@b.c")
     foreign = URLSafeTimedSerializer("not ours", salt=unsubscribe.CONFIRM_SALT)
+    # The genuine claim (its nonce is the mailed one) under the bare secret or another
+    # purpose's key: only the opt-in key verifies.
+    genuine = confirm_path(mail_requests(db)[0]).rpartition("/")[2]
+    claim = URLSafeTimedSerializer(b"", salt=unsubscribe.CONFIRM_SALT).loads_unsafe(genuine)[1]
+    other_keys = (purpose_key(settings.jwt_secret, p) for p in PURPOSES - {OPT_IN_LINK})
     tokens = [
+        *(
+            URLSafeTimedSerializer(key, salt=unsubscribe.CONFIRM_SALT).dumps(claim)
+            for key in (settings.jwt_secret, *other_keys)
+        ),
         expired,
         foreign.dumps([row["id"], str(uuid.uuid4()), "ada@example.com"]),
         unsubscribe.unsubscribe_token(settings, ada, "ada@example.com", letters),

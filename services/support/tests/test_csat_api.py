@@ -18,6 +18,8 @@ from itsdangerous import URLSafeTimedSerializer
 from services.support import csat
 from services.support.models import CsatRating, Ticket
 from services.support.tests.conftest import AGENT_ID, row_counts, token_for
+from shared.auth import Principal, issue_token
+from shared.keys import CSAT_LINK, PURPOSES, purpose_key
 from shared.testing import outbox_events
 from shared.web import ApiError
 
@@ -192,8 +194,18 @@ def _tokens(app: Any, ticket_id: str, monkeypatch: pytest.MonkeyPatch) -> list[s
     with monkeypatch.context() as patch:  # signed in 2023: long expired
         patch.setattr(time, "time", lambda: 1_700_000_000.0)
         expired = csat.csat_token(settings, ticket_id)
-    other_salt = URLSafeTimedSerializer(settings.jwt_secret, salt="crm.unsubscribe")
+    ours = URLSafeTimedSerializer(purpose_key(settings.jwt_secret, CSAT_LINK), salt=csat.SALT)
+    other_salt = URLSafeTimedSerializer(purpose_key(settings.jwt_secret, CSAT_LINK), salt="x")
     other_key = URLSafeTimedSerializer("not our secret", salt=csat.SALT)
+    # The same salt and payload under the bare secret or another purpose's key: the link
+    # of one purpose never verifies as another's.
+    foreign = [
+        URLSafeTimedSerializer(key, salt=csat.SALT).dumps(ticket_id)
+        for key in (
+            settings.jwt_secret,
+            *(purpose_key(settings.jwt_secret, p) for p in PURPOSES - {CSAT_LINK}),
+        )
+    ]
     return [
         good[:-2] + ("AA" if not good.endswith("AA") else "BB"),  # tampered signature
         good.replace(".", "", 1),
@@ -203,7 +215,10 @@ def _tokens(app: Any, ticket_id: str, monkeypatch: pytest.MonkeyPatch) -> list[s
         other_salt.dumps(ticket_id),
         other_key.dumps(ticket_id),
         csat.csat_token(settings, UNKNOWN),  # genuine, but no such ticket
-        URLSafeTimedSerializer(settings.jwt_secret, salt=csat.SALT).dumps(["not", "an id"]),
+        ours.dumps(["not", "an id"]),
+        *foreign,
+        token_for(app, role="admin"),  # a service-call token
+        issue_token(settings, Principal(ticket_id, "admin", "ada@example.com")),
     ]
 
 
