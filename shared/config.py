@@ -168,6 +168,8 @@ def load_settings(service: str, environ: Mapping[str, str] | None = None) -> Set
             "mail_from": _env(env, "CRM_MAIL_FROM", "CRM <crm@localhost>"),
             # Where customers reach the public paths (tracking, CSAT, unsubscribe).
             "public_url": _env(env, "CRM_PUBLIC_URL", "http://127.0.0.1:8000"),
+            # How long a mail's tracked links still redirect after it was queued.
+            "tracking_link_ttl_days": _int(env, "CRM_TRACKING_LINK_TTL_DAYS", 365),
             "notifications_tick_seconds": _float(env, "CRM_NOTIFICATIONS_TICK_SECONDS", 1.0),
             # The gateway's rate limits: requests per window, per caller or per client
             # address (0 lifts one limit; CRM_RATE_LIMITS=off all of them, for benchmarks).

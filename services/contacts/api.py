@@ -20,7 +20,6 @@ from services.contacts.queries import (
 from services.contacts.schemas import ContactInSchema, MergeSchema, contact_view
 from shared.auth import current_principal
 from shared.batch import read_batch, run_batch
-from shared.idempotency import idempotent
 from shared.owner_scope import owner_of_scope
 from shared.pagination import list_params, page_answer, paginate, parse_sort
 from shared.schemas import BatchInputsSchema, BatchReadSchema, SearchSchema
@@ -59,7 +58,6 @@ def list_contacts() -> Any:
 
 
 @contacts_api.post("")
-@idempotent
 def create_contact() -> Any:
     data = load_body(contact_in)
     with current_db().session() as session:

@@ -10,6 +10,7 @@ from services.contacts.models import Base
 from shared.auth import protect
 from shared.config import Settings, service_settings
 from shared.db import Database
+from shared.idempotency import init_idempotency
 from shared.openapi import init_openapi
 from shared.web import init_app
 
@@ -38,6 +39,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     init_app(app, settings, db)
     protect(app, settings)
+    init_idempotency(app)  # after protect: answers are kept per caller
     init_openapi(app)  # GET /openapi.json, merged by the gateway
     app.register_blueprint(transfer_api)
     app.register_blueprint(contacts_api)

@@ -18,7 +18,6 @@ from services.contacts.schemas import (
     custom_field_view,
 )
 from shared.events import utcnow
-from shared.idempotency import idempotent
 from shared.outbox import record_event
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.web import (
@@ -77,7 +76,6 @@ def list_companies() -> Any:
 
 
 @companies_api.post("/companies")
-@idempotent
 def create_company() -> Any:
     data = load_body(company_in)
     with current_db().session() as session:
@@ -144,7 +142,6 @@ custom_field_in_in = CustomFieldInSchema()
 
 
 @companies_api.post("/custom-fields")
-@idempotent
 def create_custom_field() -> Any:
     data = load_body(custom_field_in_in)
     with current_db().session() as session:

@@ -16,7 +16,6 @@ from services.contacts.schemas import (
     note_view,
 )
 from shared.auth import current_principal
-from shared.idempotency import idempotent
 from shared.owner_scope import owner_of_scope
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.web import created, current_db, invalid, load_body, no_content
@@ -49,7 +48,6 @@ note_in_in = NoteInSchema()
 
 
 @timeline_api.post("/notes")
-@idempotent
 def add_note(contact_id: Any) -> Any:
     data = load_body(note_in_in)
     with current_db().session() as session:
@@ -104,7 +102,6 @@ interaction_in_in = InteractionInSchema()
 
 
 @timeline_api.post("/interactions")
-@idempotent
 def log_interaction(contact_id: Any) -> Any:
     data = load_body(interaction_in_in)
     with current_db().session() as session:

@@ -26,7 +26,6 @@ from services.marketing import automations
 from services.marketing.automation_conditions import condition_errors
 from services.marketing.models import AutomationRule, AutomationRun
 from shared.auth import require_role
-from shared.idempotency import idempotent
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.schemas import FilterGroupSchema, JsonBoolean, StrictSchema
 from shared.search import words_condition
@@ -250,7 +249,6 @@ def list_rules() -> Any:
 
 
 @automations_api.post(BASE)
-@idempotent
 def create() -> Any:
     """Create a rule (201, Location, ETag)."""
     writer()

@@ -29,7 +29,6 @@ from sqlalchemy import select
 from services.marketing import campaigns
 from services.marketing.models import Campaign, CampaignRecipient, Contact
 from shared.auth import require_role
-from shared.idempotency import idempotent
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.schemas import StrictSchema
 from shared.search import words_condition
@@ -161,7 +160,6 @@ def list_campaigns() -> Any:
 
 
 @campaigns_api.post(BASE)
-@idempotent
 def create() -> Any:
     """Create a draft (201, Location, ETag)."""
     writer()
@@ -208,7 +206,6 @@ def _optional_body(schema: StrictSchema) -> Any:
 
 
 @campaigns_api.post(f"{BASE}/<uuid:campaign_id>/launch")
-@idempotent
 def launch(campaign_id: Any) -> Any:
     """Send now or at {scheduled_at}: 202 at once (the worker fans out); 409 if launched."""
     writer()
@@ -224,7 +221,6 @@ strict_in = StrictSchema()
 
 
 @campaigns_api.post(f"{BASE}/<uuid:campaign_id>/cancel")
-@idempotent
 def cancel(campaign_id: Any) -> Any:
     """Cancel a scheduled campaign, or stop a sending one; 409 otherwise."""
     writer()

@@ -24,7 +24,6 @@ from services.marketing import suppressions
 from services.marketing.ledger import Origin, record_view
 from services.marketing.models import ConsentRecord, Suppression
 from shared.auth import current_principal, require_role
-from shared.idempotency import idempotent
 from shared.openapi import GENERIC_JSON, documented
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.schemas import StrictSchema
@@ -124,7 +123,6 @@ def read_suppression(email: str) -> Any:
 
 @consent_api.post(SUPPRESSIONS)
 @documented(responses={"200": {"description": "Suppressed already", "content": GENERIC_JSON}})
-@idempotent
 def add_suppression() -> Any:
     """Suppress an address by hand (201; 200 when it was suppressed already)."""
     require_role("marketing")

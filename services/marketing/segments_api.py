@@ -23,7 +23,6 @@ from services.marketing import segments
 from services.marketing.models import Contact, Segment
 from services.marketing.segment_filters import filter_condition
 from shared.auth import require_role
-from shared.idempotency import idempotent
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.schemas import FilterGroupSchema, StrictSchema
 from shared.search import words_condition
@@ -166,7 +165,6 @@ def list_segments() -> Any:
 
 
 @segments_api.post(BASE)
-@idempotent
 def create() -> Any:
     """Create a segment (201, Location, ETag)."""
     writer()
@@ -230,7 +228,6 @@ def count(segment_id: Any) -> Any:
 
 
 @segments_api.post(f"{BASE}/<uuid:segment_id>/members")
-@idempotent
 def add_members(segment_id: Any) -> Any:
     """Add contacts to a static segment: {added, member_count}; 409 for a dynamic one."""
     writer()

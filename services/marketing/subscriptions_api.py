@@ -32,7 +32,6 @@ from services.marketing.models import Subscription, SubscriptionList, new_id
 from shared.auth import current_principal, require_role
 from shared.db import take_write_lock
 from shared.events import isoformat, utcnow
-from shared.idempotency import idempotent
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.schemas import JsonBoolean, StrictSchema
 from shared.search import words_condition
@@ -274,7 +273,6 @@ def list_lists() -> Any:
 
 
 @subscriptions_api.post(LISTS)
-@idempotent
 def create_list_route() -> Any:
     """Create a mailing list (201, Location, ETag); 409 if the name is taken."""
     writer()
@@ -378,7 +376,6 @@ def set_subscription(session: Session, data: Mapping[str, Any]) -> tuple[Subscri
 
 
 @subscriptions_api.post(SUBSCRIPTIONS)
-@idempotent
 def post_subscription() -> Any:
     """Subscribe or unsubscribe a contact (201 for a new row, else 200)."""
     writer()

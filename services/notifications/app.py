@@ -10,6 +10,7 @@ from services.notifications.models import Base, Reminder
 from shared.auth import protect
 from shared.config import Settings, service_settings
 from shared.db import Database
+from shared.idempotency import init_idempotency
 from shared.openapi import init_openapi
 from shared.owner_scope import scope_to_owner
 from shared.web import init_app
@@ -40,6 +41,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     init_app(app, settings, db)
     protect(app, settings)
+    init_idempotency(app)  # after protect: answers are kept per caller
     init_openapi(app)  # GET /openapi.json, merged by the gateway
     # A task's reminder is the task's owner's, like the task (sales works only its own).
     scope_to_owner(app, db, (Reminder,), ("/api/v1/reminders",))

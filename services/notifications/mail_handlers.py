@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from services.notifications import waiting
 from services.notifications.mime import address_problem
-from services.notifications.models import Click, ContactAddress, Message
+from services.notifications.models import Click, ContactAddress, Message, TrackedLink
 from services.notifications.sending import queue_message
 from services.notifications.templates import Rendered, render
 from services.notifications.users import staff_address
@@ -255,6 +255,7 @@ def _erase_messages(session: Session, messages: list[Message]) -> None:
     now = utcnow()
     ids = [message.id for message in messages]
     session.execute(delete(Click).where(Click.message_id.in_(ids)))
+    session.execute(delete(TrackedLink).where(TrackedLink.message_id.in_(ids)))  # no redirect
     for message in messages:
         if message.status == "queued":  # never to be sent now: there is no one to send it to
             message.status, message.failed_at = "failed", now

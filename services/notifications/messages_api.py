@@ -17,7 +17,6 @@ from sqlalchemy import select
 from services.notifications.models import CATEGORIES, MESSAGE_STATUSES, Message
 from services.notifications.sending import MAX_BODY, MAX_SUBJECT, queue_message
 from shared.auth import require_role
-from shared.idempotency import idempotent
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.schemas import StrictSchema
 from shared.web import current_db, load_body, not_found, parse_args
@@ -124,7 +123,6 @@ def get_message(message_id: Any) -> Any:
 
 
 @messages_api.post("/messages")
-@idempotent
 def send_message() -> Any:
     """Send one email now: 202 with the queued message (failed at once if suppressed)."""
     require_role(*SENDER_ROLES)

@@ -113,6 +113,30 @@ class Click(Base):
     __table_args__ = (Index("ix_clicks_message", "message_id", "clicked_at"),)
 
 
+# Tracked link ids: uuid5(this namespace, "<message id> <url>"), so the sender can name a
+# message's stored links as it instruments the HTML, without reading them back.
+LINK_NAMESPACE = uuid.UUID("6b1e0f3a-9c47-4d2b-8e15-3a7f0c9d4b62")
+
+
+def tracked_link_id(message_id: str, url: str) -> str:
+    """The id of the tracked link of a message to `url`."""
+    return str(uuid.uuid5(LINK_NAMESPACE, f"{message_id} {url}"))
+
+
+class TrackedLink(Base):
+    """A URL a message links to, stored when it is queued: the only places the click
+    redirect leads (its token names the row, never a URL)."""
+
+    __tablename__ = "tracked_links"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    message_id: Mapped[str] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(String(2000))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Suppression(Base):
     """An address marketing mail must never reach (unsubscribed, hard bounce, erased)."""
 

@@ -1,9 +1,10 @@
 """Queueing an email: the one way any part of the service asks for a message to be sent.
 
 `queue_message` validates, applies consent and writes the message into the delivery log as
-`queued`; the worker's sender (services/notifications/sender.py) delivers it later. It is
-idempotent by message id: asking again for a message that exists returns it, so a request
-delivered twice never becomes two emails. The email.* events about a message are built here
+`queued`, with the links of its HTML (the only targets of its click tracking); the
+worker's sender (services/notifications/sender.py) delivers it later. It is idempotent
+by message id: asking again for a message that exists returns it, so a request delivered
+twice never becomes two emails. The email.* events about a message are built here
 too, so the sender and the queue describe a message the same way.
 """
 
@@ -14,10 +15,12 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from services.notifications.html_links import links_in
 from services.notifications.mime import address_problem, header_problem, sender_problem
-from services.notifications.models import CATEGORIES, Message
+from services.notifications.models import CATEGORIES, Message, TrackedLink, tracked_link_id
 from services.notifications.suppressions import is_suppressed
 from shared.config import load_settings
 from shared.events import Envelope, utcnow
@@ -101,7 +104,22 @@ def queue_message(
     session.add(message)
     _apply_consent(session, message)
     session.flush()
+    if message.status == "queued":
+        record_links(session, message)
     return message
+
+
+def record_links(session: Session, message: Message) -> int:
+    """Store the links of a message's HTML as its tracked links (the only places its click
+    redirect may lead, `tracking`); how many."""
+    now = utcnow()
+    rows = [
+        {"id": tracked_link_id(message.id, url), "message_id": message.id, "url": url}
+        for url in links_in(message.body_html)
+    ]
+    if rows:
+        session.execute(insert(TrackedLink), [{**row, "created_at": now} for row in rows])
+    return len(rows)
 
 
 def _message_id(message_id: str | None, cause: Envelope | None, to: Any) -> str:

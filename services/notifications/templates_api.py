@@ -24,7 +24,6 @@ from services.notifications.models import CATEGORIES, Template, new_id
 from shared.auth import require_role
 from shared.db import take_write_lock
 from shared.events import isoformat, utcnow
-from shared.idempotency import idempotent
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.schemas import StrictSchema
 from shared.search import words_condition
@@ -274,7 +273,6 @@ def list_templates() -> Any:
 
 
 @templates_api.post(BASE)
-@idempotent
 def create() -> Any:
     """Create a template (201, Location, ETag); 409 if the name is taken."""
     writer()

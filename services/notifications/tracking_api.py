@@ -3,12 +3,14 @@
 Outside /api: anyone holding a mail may follow its links, so nothing here needs a login
 and nothing here trusts the request beyond the signed token:
 - the pixel always answers the same GIF (a bad token records nothing, but says nothing);
-- the click redirect goes only to the URL signed in its token. An unsigned or tampered
-  token, or any query parameter (`?url=...`: our links never carry one), is a 404
-  problem, never a redirect. A valid token whose message is unknown still redirects
-  (the customer's link must work) but records nothing.
-A database failure while recording is logged, and the customer still gets the pixel or
-the page they asked for. HEAD requests (link scanners) are answered without recording.
+- the click redirect goes only to a link stored for an existing message (the token names
+  the stored link, never a URL), within CRM_TRACKING_LINK_TTL_DAYS. An unsigned,
+  tampered or foreign token, a link never stored, one of an erased or deleted message, an
+  expired one, or any query parameter (`?url=...`: our links never carry one), is a 404
+  problem, never a redirect.
+A database failure while recording an open is logged, and the customer still gets the
+pixel; a click needs the database to know where it leads (503 while it is down). HEAD
+requests (link scanners) are answered without recording.
 """
 
 from __future__ import annotations
@@ -60,14 +62,22 @@ def _invalid_link() -> ApiError:
 
 @tracking_api.get("/c/<token>")
 def click(token: str) -> Any:
-    """Redirect (302) to the URL the token signs, recording the click (`email.clicked`)."""
-    if request.args or request.query_string:
+    """Redirect (302) to the stored URL the token names, recording the click (`email.clicked`)."""
+    settings = current_settings()
+    link_id = tracking.link_of_click_token(settings, token)
+    if request.args or request.query_string or link_id is None:
         raise _invalid_link()
-    target = tracking.target_of_click_token(current_settings(), token)
-    if target is None:
-        raise _invalid_link()
-    message_id, url = target
-    _record("click", lambda session: tracking.record_click(session, message_id, url))
+    try:
+        with current_db().session() as session:
+            link = tracking.followed_link(session, link_id, tracking.link_ttl(settings))
+            if link is None:
+                raise _invalid_link()
+            url = link.url
+            if request.method == "GET":
+                tracking.record_click(session, link)
+    except SQLAlchemyError:
+        log.exception("could not follow a tracked link")
+        raise ApiError(503, "Service Unavailable", "Please try again in a moment") from None
     response = Response(status=302)
     response.headers["Location"] = url if url.isascii() else iri_to_uri(url)
     response.headers["Cache-Control"] = NO_STORE

@@ -17,7 +17,6 @@ from services.notifications import webhooks
 from services.notifications.models import DELIVERY_STATUSES, Webhook, WebhookDelivery
 from shared.auth import require_role
 from shared.events import isoformat
-from shared.idempotency import idempotent
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.schemas import JsonBoolean, StrictSchema
 from shared.web import (
@@ -183,7 +182,6 @@ def list_webhooks() -> Any:
 
 
 @webhooks_api.post(BASE)
-@idempotent
 def create() -> Any:
     """Create a webhook (201); the answer carries the secret, this once."""
     require_role()

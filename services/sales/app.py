@@ -10,6 +10,7 @@ from services.sales.models import Base, Deal, Lead, Task
 from shared.auth import protect
 from shared.config import Settings, service_settings
 from shared.db import Database
+from shared.idempotency import init_idempotency
 from shared.openapi import init_openapi
 from shared.owner_scope import scope_to_owner
 from shared.web import init_app
@@ -51,6 +52,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     trusted_proxy(app)
     init_app(app, settings, db)
     protect(app, settings, public_prefixes=PUBLIC_PREFIXES)
+    init_idempotency(app)  # after protect: answers are kept per caller
     init_openapi(app, public_prefixes=PUBLIC_PREFIXES)  # GET /openapi.json, merged by the gateway
     scope_to_owner(app, db, (Lead, Deal, Task), OWNED_PREFIXES)
     for blueprint in (

@@ -30,7 +30,6 @@ from services.sales.schemas import (
 )
 from shared.auth import require_role
 from shared.batch import read_batch, run_batch
-from shared.idempotency import idempotent
 from shared.pagination import list_params, page_answer, paginate, parse_sort
 from shared.schemas import BatchInputsSchema, BatchReadSchema, SearchSchema
 from shared.search import search_condition
@@ -80,7 +79,6 @@ def list_deals() -> Any:
 
 
 @deals_api.post("/deals")
-@idempotent
 def create_deal() -> Any:
     """Create an open deal (201); defaults: default pipeline, its first stage, caller."""
     actor = writer_id()

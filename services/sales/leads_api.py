@@ -16,7 +16,6 @@ from services.sales.lead_schemas import ConvertSchema, LeadInSchema, lead_view
 from services.sales.models import LEAD_STATUSES, Lead
 from shared.auth import require_role
 from shared.batch import read_batch, run_batch
-from shared.idempotency import idempotent
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.schemas import BatchInputsSchema, BatchReadSchema, SearchSchema
 from shared.search import SearchField, column_condition, search_condition
@@ -169,7 +168,6 @@ def search_leads() -> Any:
 
 
 @leads_api.post("/leads")
-@idempotent
 def create_lead() -> Any:
     actor = actor_id()
     data = load_body(lead_in)
@@ -269,7 +267,6 @@ def _convert_input() -> dict[str, Any]:
 
 
 @leads_api.post("/leads/<uuid:lead_id>/convert")
-@idempotent
 def convert_lead(lead_id: Any) -> Any:
     actor = actor_id()
     spec = _convert_input()

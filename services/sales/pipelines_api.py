@@ -21,7 +21,6 @@ from services.sales.schemas import (
     stage_view,
 )
 from shared.auth import require_role
-from shared.idempotency import idempotent
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.schemas import StrictSchema
 from shared.web import (
@@ -76,7 +75,6 @@ pipeline_in_in = PipelineInSchema()
 
 
 @pipelines_api.post("/pipelines")
-@idempotent
 def create_pipeline() -> Any:
     """Create a pipeline with its stages in the given order (201)."""
     writer_id()
@@ -134,7 +132,6 @@ stage_add_in = StageAddSchema()
 
 
 @pipelines_api.post("/pipelines/<uuid:pipeline_id>/stages")
-@idempotent
 def add_stage(pipeline_id: Any) -> Any:
     """Add a stage, at `position` (0 = first) or last (201)."""
     writer_id()

@@ -15,7 +15,6 @@ from services.sales import scoring
 from services.sales.lead_schemas import ScoringRuleInSchema, ScoringSettingsSchema, rule_view
 from services.sales.models import ScoringRule
 from shared.auth import require_role
-from shared.idempotency import idempotent
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.web import (
     created_with_etag,
@@ -79,7 +78,6 @@ def list_rules() -> Any:
 
 
 @scoring_api.post("")
-@idempotent
 def create_rule() -> Any:
     _may_change_scoring()
     data = load_body(rule_in)

@@ -18,7 +18,6 @@ from services.sales.schemas import (
 )
 from shared.auth import current_principal, require_role
 from shared.events import utcnow
-from shared.idempotency import idempotent
 from shared.pagination import list_params, page_answer, paginate, parse_sort
 from shared.web import (
     created_with_etag,
@@ -59,7 +58,6 @@ def list_tasks() -> Any:
 
 
 @tasks_api.post("/tasks")
-@idempotent
 def create_task() -> Any:
     """Create a task (201); the owner defaults to the caller."""
     actor = writer_id()

@@ -18,7 +18,6 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from services.support import csat, tickets
 from services.support.models import Ticket
 from shared.auth import require_role
-from shared.idempotency import idempotent
 from shared.schemas import StrictSchema
 from shared.web import (
     ApiError,
@@ -66,7 +65,6 @@ def _ticket_id(value: str) -> str:
 
 
 @csat_api.post("/tickets/<ticket_id>/csat")
-@idempotent
 def rate_ticket(ticket_id: str) -> Response:
     """An agent enters the customer's rating (given on the phone, say)."""
     require_role("support")

@@ -27,7 +27,6 @@ from services.support.policy_schemas import (
 )
 from shared.auth import require_role
 from shared.events import utcnow
-from shared.idempotency import idempotent
 from shared.outbox import record_event
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.web import (
@@ -198,7 +197,6 @@ policy_in_in = PolicyInSchema()
 
 
 @policies_api.post(BASE)
-@idempotent
 def create() -> Any:
     """Create the policy of a priority (201); 409 if the priority has one."""
     writer()

@@ -28,7 +28,6 @@ from services.support.ticket_schemas import (
 )
 from shared.auth import require_role
 from shared.batch import read_batch, run_batch
-from shared.idempotency import idempotent
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.schemas import BatchInputsSchema, BatchReadSchema, SearchSchema
 from shared.search import search_condition
@@ -92,7 +91,6 @@ def list_tickets() -> Any:
 
 
 @tickets_api.post("/tickets")
-@idempotent
 def create_ticket() -> Any:
     """Open a ticket for a contact or for a new requester (201, Location, ETag)."""
     actor = writer_id()
@@ -234,7 +232,6 @@ comment_in_in = CommentInSchema()
 
 
 @tickets_api.post("/tickets/<uuid:ticket_id>/comments")
-@idempotent
 def add_comment(ticket_id: Any) -> Any:
     """Reply to the customer or leave an internal note (201, Location)."""
     actor = writer_id()

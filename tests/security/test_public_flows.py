@@ -19,7 +19,8 @@ import requests
 from itsdangerous import URLSafeSerializer
 
 from services.marketing import unsubscribe
-from services.notifications import webhooks
+from services.notifications import tracking, webhooks
+from services.notifications.models import tracked_link_id
 from shared.config import load_settings
 from tests.crm_run import eventually
 from tests.security.conftest import (
@@ -162,6 +163,9 @@ def test_the_click_redirect_leads_only_to_the_url_in_the_sent_email(system, user
         "query-next": f"{click}?next=//evil.example",
         "payload-swapped": f"{system.base}/t/c/{_resigned_payload(token, payload)}",
         "other-key": f"{system.base}/t/c/{evil.dumps([message_id, 'https://evil.example/'])}",
+        # signed with the system's own key, but the message never linked there
+        "signed-not-stored": f"{system.base}/t/c/"
+        + tracking.click_token(_settings(), tracked_link_id(message_id, "https://evil.example/")),
         "open-token-as-click": tracked_mail["pixel"].replace("/t/o/", "/t/c/")[: -len(".gif")],
         "garbage": f"{system.base}/t/c/..%2F..%2Fevil.example",
         "scheme-relative": f"{system.base}/t/c///evil.example/",

@@ -1,18 +1,24 @@
-"""Open and click tracking: instrumented HTML, the pixel, the redirect, and no open redirect."""
+"""Open and click tracking: instrumented HTML, the pixel, the redirect to stored links only."""
 
 from __future__ import annotations
 
 import re
 import threading
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from itsdangerous import URLSafeSerializer
 
-from services.notifications import tracking
-from services.notifications.models import Click, Message
-from shared.testing import outbox_events
+from services.notifications import html_links, tracking
+from services.notifications.mail_handlers import handlers
+from services.notifications.models import Click, Message, TrackedLink, tracked_link_id
+from services.notifications.sending import queue_message, record_links
+from shared.events import utcnow
+from shared.keys import PURPOSES, TRACKING_LINK, purpose_key
+from shared.testing import handle_event, make_event, outbox_events
 
 CONTACT = "00000000-0000-4000-8000-0000000000c1"
 CAMPAIGN = "00000000-0000-4000-8000-0000000000d1"
@@ -26,7 +32,8 @@ def settings(app: Any) -> Any:
 
 
 def new_message(db: Any, **fields: Any) -> str:
-    """A message in the delivery log, as the sender leaves it after sending."""
+    """A message in the delivery log, as the sender leaves it after sending, with the links
+    of its HTML stored as queueing stores them."""
     message_id = str(uuid.uuid4())
     values = {
         "to_address": "Ada@Example.com",
@@ -41,8 +48,30 @@ def new_message(db: Any, **fields: Any) -> str:
         **fields,
     }
     with db.session() as session:
-        session.add(Message(id=message_id, **values))
+        row = Message(id=message_id, **values)
+        session.add(row)
+        session.flush()
+        record_links(session, row)
     return message_id
+
+
+def linking(db: Any, settings: Any, *urls: str, **fields: Any) -> tuple[str, list[str]]:
+    """A sent message linking to `urls`, and the paths of its click links as it went out."""
+    body = "".join(f'<a href="{url}">link</a>' for url in urls)
+    message_id = new_message(db, body_html=f"<html><body>{body}</body></html>", **fields)
+    tracked = tracking.instrument_html(settings, message_id, message(db, message_id).body_html)
+    return message_id, [path_of(url) for url in re.findall(r'href="([^"]+)"', tracked)]
+
+
+def click_path(settings: Any, message_id: str, url: str) -> str:
+    """The click link of `url` in the message, whether it was stored or not."""
+    return f"/t/c/{tracking.click_token(settings, tracked_link_id(message_id, url))}"
+
+
+def stored_links(db: Any) -> list[tuple[str, str]]:
+    with db.engine.connect() as connection:
+        rows = connection.execute(sa.select(TrackedLink.message_id, TrackedLink.url))
+        return sorted(tuple(row) for row in rows)
 
 
 def message(db: Any, message_id: str) -> Message:
@@ -76,16 +105,22 @@ def test_every_http_link_is_rewritten_to_a_signed_click(settings):
     tracked = tracking.instrument_html(settings, message_id, html)
     links = re.findall(r'href="([^"]+)"', tracked, flags=re.IGNORECASE)
     assert len(links) == 3
-    targets = [
-        tracking.target_of_click_token(settings, path_of(link).removeprefix("/t/c/"))
+    named = [
+        tracking.link_of_click_token(settings, path_of(link).removeprefix("/t/c/"))
         for link in links
     ]
-    assert targets == [
-        (message_id, "https://shop.example.com/a?x=1&y=2"),
-        (message_id, "http://example.org/b"),
-        (message_id, "https://c.example.com/c"),
-    ]
+    urls = ["https://shop.example.com/a?x=1&y=2", "http://example.org/b", "https://c.example.com/c"]
+    assert named == [tracked_link_id(message_id, url) for url in urls]
+    assert html_links.links_in(html) == urls  # what queueing stores
     assert "class='b'" in tracked and ">A</a>" in tracked
+
+
+def test_a_message_has_at_most_max_links_tracked_links(settings, monkeypatch):
+    monkeypatch.setattr(html_links, "MAX_LINKS", 2)
+    html = "".join(f'<a href="https://example.com/{n % 3}">x</a>' for n in range(6))
+    assert html_links.links_in(html) == ["https://example.com/0", "https://example.com/1"]
+    tracked = tracking.instrument_html(settings, str(uuid.uuid4()), html)
+    assert tracked.count("/t/c/") == 4 and tracked.count('href="https://example.com/2"') == 2
 
 
 def test_the_open_pixel_goes_before_the_end_of_the_body(settings):
@@ -117,7 +152,8 @@ def test_only_the_href_value_changes(settings):
     tracked = tracking.instrument_html(settings, str(uuid.uuid4()), html)
     assert tracked.startswith('<a title="href=https://fake.example.com" data-x=\'>\' href="')
     token = re.search(r'href="[^"]+/t/c/([^"]+)"', tracked).group(1)
-    assert tracking.target_of_click_token(settings, token)[1] == "https://real.example.com"
+    assert html_links.links_in(html) == ["https://real.example.com"]
+    assert tracking.link_of_click_token(settings, token) is not None
 
 
 def test_empty_html_stays_empty(settings):
@@ -180,9 +216,8 @@ def test_a_bad_open_token_still_answers_the_gif_but_records_nothing(anonymous, d
 
 
 def test_tokens_of_another_kind_or_message_record_nothing(anonymous, db, settings):
-    message_id = new_message(db)
-    click = tracking.click_token(settings, message_id, "https://example.com")
-    assert anonymous.get(f"/t/o/{click}.gif").status_code == 200
+    message_id, [click] = linking(db, settings, "https://example.com")
+    assert anonymous.get(click.replace("/t/c/", "/t/o/") + ".gif").status_code == 200
     unknown = tracking.open_token(settings, str(uuid.uuid4()))
     assert anonymous.get(f"/t/o/{unknown}.gif").status_code == 200
     assert (
@@ -195,10 +230,35 @@ def test_tokens_of_another_kind_or_message_record_nothing(anonymous, db, setting
 # --- the click redirect ---------------------------------------------------------------------
 
 
-def test_a_click_redirects_to_the_signed_url_and_publishes_each_time(anonymous, db, settings):
-    message_id = new_message(db)
-    url = "https://shop.example.com/sale?item=42&ref=mail"
-    link = f"/t/c/{tracking.click_token(settings, message_id, url)}"
+def test_queueing_a_message_stores_the_links_of_its_html(db):
+    html = (
+        '<a href="https://shop.example.com/a">A</a><a href="mailto:x@example.com">m</a>'
+        '<a href="https://shop.example.com/a">again</a><a href="http://example.org/b">B</a>'
+    )
+    with db.session() as session:
+        queued = queue_message(
+            session,
+            message_id=None,
+            to="ada@example.com",
+            subject="Hi",
+            body_text="Hi",
+            body_html=html,
+        )
+        plain = queue_message(
+            session, message_id=None, to="ada@example.com", subject="Hi", body_text="Hi"
+        )
+        queued_id, plain_id = queued.id, plain.id
+    assert stored_links(db) == [
+        (queued_id, "http://example.org/b"),
+        (queued_id, "https://shop.example.com/a"),
+    ]
+    assert plain_id not in {message_id for message_id, _ in stored_links(db)}
+
+
+def test_a_click_redirects_to_the_stored_url_and_publishes_each_time(anonymous, db, settings):
+    url = "https://shop.example.com/sale?item=42&amp;ref=mail"
+    message_id, [link] = linking(db, settings, url)
+    url = url.replace("&amp;", "&")
     for _ in range(2):
         response = anonymous.get(link)
         assert response.status_code == 302
@@ -215,15 +275,18 @@ def test_a_click_redirects_to_the_signed_url_and_publishes_each_time(anonymous, 
 
 
 def test_instrumented_links_work_end_to_end(anonymous, settings, db):
-    message_id = new_message(db)
-    tracked = tracking.instrument_html(
-        settings, message_id, '<a href="https://example.com/ü?q=1">x</a>'
-    )
-    link = path_of(re.search(r'href="([^"]+)"', tracked).group(1))
+    message_id, [link] = linking(db, settings, "https://example.com/ü?q=1")
     response = anonymous.get(link)
     assert response.status_code == 302
     assert response.headers["Location"] == "https://example.com/%C3%BC?q=1"
     assert clicks(db) == [(message_id, "https://example.com/ü?q=1")]
+
+
+def test_a_scanners_head_request_follows_but_records_nothing(anonymous, db, settings):
+    message_id, [link] = linking(db, settings, "https://example.com/")
+    response = anonymous.head(link)
+    assert response.status_code == 302 and response.headers["Location"] == "https://example.com/"
+    assert clicks(db) == [] and message(db, message_id).click_count == 0
 
 
 def tampered(token: str) -> str:
@@ -231,40 +294,87 @@ def tampered(token: str) -> str:
     return f"{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
 
 
-@pytest.mark.parametrize(
-    "kind", ["unsigned", "tampered", "url_parameter", "open_token", "other_secret"]
-)
-def test_no_open_redirect(anonymous, db, settings, kind):
-    message_id = new_message(db)
-    good = tracking.click_token(settings, message_id, "https://example.com")
-    evil = "https://evil.example.net/phish"
-    paths = {
-        "unsigned": f"/t/c/{evil}",
-        "tampered": f"/t/c/{tampered(good)}",
-        "url_parameter": f"/t/c/{good}?url={evil}",
+EVIL = "https://evil.example.net/phish"
+
+
+def forged_clicks(settings: Any, message_id: str, good: str) -> dict[str, str]:
+    """Click paths an attacker might try, each with the message's real id at hand."""
+    link_id = tracked_link_id(message_id, EVIL)
+    other_keys = [settings.jwt_secret, *(purpose_key(settings.jwt_secret, p) for p in PURPOSES)]
+    return {
+        "unsigned": "/t/c/evil.example.net",
+        "tampered": tampered(good),
+        "url_parameter": f"{good}?url={EVIL}",
         "open_token": f"/t/c/{tracking.open_token(settings, message_id)}",
-        "other_secret": "/t/c/"
-        + tracking.click_token(settings.with_overrides(jwt_secret="x" * 40), message_id, evil),
+        "other_secret": click_path(settings.with_overrides(jwt_secret="x" * 40), message_id, EVIL),
+        # genuinely signed, but the message never linked there
+        "not_stored": click_path(settings, message_id, EVIL),
+        "unknown_link": f"/t/c/{tracking.click_token(settings, str(uuid.uuid4()))}",
+        # a URL in the token, as tokens once were, signed with the right key
+        "url_in_token": "/t/c/"
+        + URLSafeSerializer(
+            purpose_key(settings.jwt_secret, TRACKING_LINK), salt="crm.tracking.click"
+        ).dumps([message_id, EVIL]),
+        **{
+            f"key_{index}": "/t/c/" + URLSafeSerializer(key, salt=tracking.LINK_SALT).dumps(link_id)
+            for index, key in enumerate(other_keys)
+            if key != purpose_key(settings.jwt_secret, TRACKING_LINK)
+        },
     }
-    response = anonymous.get(paths[kind])
-    assert response.status_code == 404
-    assert response.mimetype == "application/problem+json"
-    assert "Location" not in response.headers
+
+
+def assert_not_found(response: Any, kind: str = "") -> None:
+    assert response.status_code == 404, kind
+    assert response.mimetype == "application/problem+json", kind
+    assert "Location" not in response.headers, kind
+
+
+def test_no_open_redirect(anonymous, db, settings):
+    message_id, [good] = linking(db, settings, "https://example.com")
+    for kind, path in forged_clicks(settings, message_id, good).items():
+        assert_not_found(anonymous.get(path), kind)
     assert clicks(db) == [] and outbox_events(db) == []
+    assert anonymous.get(good).status_code == 302
 
 
-def test_a_click_of_an_unknown_message_still_redirects_but_records_nothing(anonymous, db, settings):
-    url = "https://example.com/page"
-    response = anonymous.get(f"/t/c/{tracking.click_token(settings, str(uuid.uuid4()), url)}")
-    assert response.status_code == 302 and response.headers["Location"] == url
-    assert clicks(db) == [] and outbox_events(db) == []
+def test_the_links_of_an_erased_or_deleted_message_lead_nowhere(anonymous, db, settings):
+    erased, [erased_link] = linking(db, settings, "https://example.com/a")
+    deleted, [deleted_link] = linking(db, settings, "https://example.com/b", contact_id=None)
+    event = make_event("contact.erased", {"id": CONTACT}, aggregate_id=CONTACT)
+    handle_event(db, handlers(None), event)  # type: ignore[arg-type]
+    with db.session() as session:
+        session.execute(sa.delete(Click))
+        session.execute(sa.delete(Message).where(Message.id == deleted))
+    assert stored_links(db) == []
+    for link in (erased_link, deleted_link):
+        assert_not_found(anonymous.get(link))
+    assert clicks(db) == []
 
 
-def test_a_signed_target_that_is_not_http_is_refused(anonymous, settings):
-    token = tracking.click_token(settings, str(uuid.uuid4()), "javascript:alert(1)")
-    assert anonymous.get(f"/t/c/{token}").status_code == 404
+def test_links_expire_after_the_configured_days(app, anonymous, db, settings):
+    message_id, [link] = linking(db, settings, "https://example.com/")
+
+    def queued_days_ago(days: float) -> None:
+        with db.session() as session:
+            session.execute(
+                sa.update(TrackedLink).values(created_at=utcnow() - timedelta(days=days))
+            )
+
+    queued_days_ago(364)
+    assert anonymous.get(link).status_code == 302  # default: a year
+    queued_days_ago(366)
+    assert_not_found(anonymous.get(link))
+    base = app.extensions["crm.settings"]
+    app.extensions["crm.settings"] = base.with_overrides(
+        extra={**base.extra, "tracking_link_ttl_days": 7}
+    )
+    queued_days_ago(6)
+    assert anonymous.get(link).status_code == 302
+    queued_days_ago(8)
+    assert_not_found(anonymous.get(link))
+    assert len(clicks(db)) == 2
 
 
-def test_tracking_needs_no_login(anonymous, settings):
-    token = tracking.click_token(settings, str(uuid.uuid4()), "https://example.com")
-    assert anonymous.get(f"/t/c/{token}").status_code == 302
+def test_tracking_needs_no_login(anonymous, db, settings):
+    _message_id, [link] = linking(db, settings, "https://example.com")
+    assert anonymous.get(link).status_code == 302
