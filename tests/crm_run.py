@@ -1,8 +1,9 @@
 """`crm run` (what `make run` does) as one real process group, for tests of the whole system.
 
-Used by the end-to-end, security and fuzz tests: free ports, the settings `crm run` is
-given (ports, data directory, broker names of the test's own, quick retries and relay),
-starting it with its output in a file, waiting for every service, and stopping the group.
+Used by the end-to-end, security, fault and fuzz tests: free ports, a PostgreSQL schema per
+service, the settings `crm run` is given (ports, data directory, databases, broker names of
+the test's own, quick retries and relay), starting it with its output in a file, waiting
+for every service, stopping the group, and `eventually`, which fails when time runs out.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import requests
+import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -40,6 +43,37 @@ def free_ports(names: Iterable[str]) -> dict[str, int]:
             probe.bind(("127.0.0.1", 0))
             ports[name] = probe.getsockname()[1]
         return ports
+
+
+@contextlib.contextmanager
+def service_schemas(postgres_run_url: str, tag: str) -> Iterator[dict[str, str]]:
+    """A PostgreSQL schema per service in the run's database, as production has a database
+    per service: {service: its URL}; dropped when the block ends."""
+    from shared.cli import SERVICES
+
+    engine = sa.create_engine(postgres_run_url, isolation_level="AUTOCOMMIT")
+    schemas = {name: f"{tag}_{name}" for name in SERVICES}
+    url = sa.make_url(postgres_run_url)
+    try:
+        with engine.connect() as connection:
+            for schema in schemas.values():
+                connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        yield {
+            name: url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+                hide_password=False
+            )
+            for name, schema in schemas.items()
+        }
+    finally:
+        with engine.connect() as connection:
+            for schema in schemas.values():
+                connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        engine.dispose()
+
+
+def database_settings(databases: dict[str, str]) -> dict[str, str]:
+    """The settings naming each service's database ({} keeps SQLite under CRM_DATA_DIR)."""
+    return {f"{name.upper()}_DATABASE_URL": url for name, url in databases.items()}
 
 
 def crm_run_environment(
@@ -149,11 +183,24 @@ def stop_groups(
             process.wait(timeout=10)
 
 
-def eventually(fetch: Callable[[], Any], check: Callable[[Any], bool], timeout: float = 30) -> Any:
-    """Poll `fetch()` until `check(answer)` holds; the last answer either way."""
+def eventually(
+    fetch: Callable[[], T],
+    check: Callable[[T], object] = bool,
+    timeout: float = 30,
+    *,
+    pause: float = 0.2,
+    what: str = "",
+) -> T:
+    """Poll `fetch()` until `check(answer)` holds and return that answer; after `timeout`
+    seconds fail, naming `what` and showing the last answer."""
     deadline = time.monotonic() + timeout
     while True:
         answer = fetch()
-        if check(answer) or time.monotonic() > deadline:
+        if check(answer):
             return answer
-        time.sleep(0.2)
+        if time.monotonic() > deadline:
+            shown = repr(getattr(answer, "text", answer))[:2000]
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s waiting for {what or check}; last: {shown}"
+            )
+        time.sleep(pause)
