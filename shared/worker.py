@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 from shared.bus import EventConsumer, Handler
-from shared.config import Settings
+from shared.config import Settings, startup_problem
 from shared.db import Database
 from shared.logs import configure_logging
 from shared.metrics import serve_worker_metrics, use_process_local_values
@@ -112,7 +112,14 @@ def run_worker(
     *,
     timers: Iterable[Timer] = (),
 ) -> None:
-    """The worker process's main: JSON logs, its /metrics, graceful stop on SIGTERM/SIGINT."""
+    """The worker process's main: JSON logs, its /metrics, graceful stop on SIGTERM/SIGINT.
+
+    Exits with one line first if the settings may not run (no or a published secret: the
+    worker signs links with keys derived from it).
+    """
+    problem = startup_problem(settings)
+    if problem is not None:
+        raise SystemExit(f"error: {problem}")
     configure_logging(settings.service, settings.log_level)
     use_process_local_values()
     metrics_server = serve_worker_metrics(settings)

@@ -23,10 +23,16 @@ K8S_PLACEHOLDER = "REPLACE-ME-from-the-secret-manager"
 
 def crm(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess[str]:
     """The real `crm` command, in an environment of only these settings."""
+    return python_module(tmp_path, "shared.cli", *args, **settings)
+
+
+def python_module(
+    tmp_path: Path, module: str, *args: str, **settings: str
+) -> subprocess.CompletedProcess[str]:
     env = {name: value for name, value in os.environ.items() if not name.startswith("CRM_")}
     env |= {"CRM_DATA_DIR": str(tmp_path / "var"), "CRM_ENV": "production", **settings}
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -59,6 +65,12 @@ def test_every_process_refuses_a_short_or_published_secret(tmp_path, command):
     assert_refused(crm(tmp_path, *command, CRM_JWT_SECRET="x" * 31), "shorter than 32 bytes")
     for published in (FORMER_DEV_SECRET, K8S_PLACEHOLDER):
         assert_refused(crm(tmp_path, *command, CRM_JWT_SECRET=published), "placeholder")
+
+
+def test_a_worker_started_without_crm_refuses_too(tmp_path):
+    # `crm run`'s Procfile starts workers as `python -m services.<name>.worker`.
+    answer = python_module(tmp_path, "services.notifications.worker", CRM_JWT_SECRET="short")
+    assert_refused(answer, "shorter than 32 bytes")
 
 
 @pytest.mark.parametrize("password", ["admin", "password", "changeme", "Admin", None])
