@@ -1,5 +1,9 @@
 """The public API's description: `GET /api/v1/openapi.json` and the docs page `GET /docs`.
 
+The page is Swagger UI from its pinned package, served by the gateway under `/docs/static/`
+with the script that starts it: nothing comes from another host (it works offline), and
+its Content-Security-Policy allows the gateway's own scripts and styles only.
+
 The document is the gateway's own merged with every service's (`GET /openapi.json` on
 each, asked in parallel with the short view timeout and the circuit breakers). It is kept
 for a minute; one missing a service is kept only a few seconds, so a service back up
@@ -9,20 +13,22 @@ is soon listed again. A service that does not answer is left out and named in
 
 from __future__ import annotations
 
-import secrets
+import hashlib
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, jsonify
+import swagger_ui_bundle
+from flask import Blueprint, Flask, Response, current_app, jsonify, send_from_directory
 
 from gateway.breaker import BREAKERS
 from gateway.fanout import Call, Fanout, ServiceClient
 from gateway.openapi_merge import UNAVAILABLE, merge_documents
 from gateway.proxy import HTTP_SESSION, ROUTES
 from shared.openapi import SPEC_PATH, app_document, init_openapi
-from shared.web import current_settings
+from shared.web import current_settings, not_found
 
 DOCUMENT_PATH = "/api/v1/openapi.json"
 CACHE_SECONDS = 60.0
@@ -33,33 +39,49 @@ _PUBLIC_PREFIXES = "gateway.public_prefixes"
 # The gateway's own paths in the public document: its API, health and this page (not
 # /ready and /metrics: they answer only on the internal listener).
 OWN_PREFIXES = ("/api/", "/health", "/docs")
-CDN = "https://cdn.jsdelivr.net"
-SWAGGER_UI = f"{CDN}/npm/swagger-ui-dist@5"
-# The page loads Swagger UI from the CDN and fetches the document and "try it out" calls
-# from here; its one inline script is allowed by a nonce of each answer.
+# Swagger UI from its pinned package (swagger-ui-bundle), served here: the page loads
+# nothing from another host and works offline.
+SWAGGER_UI_DIR = Path(swagger_ui_bundle.swagger_ui_path)
+SWAGGER_UI_VERSION = SWAGGER_UI_DIR.name.removeprefix("swagger-ui-")
+OWN_STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_PATH = "/docs/static"
+# The files the page loads, and nothing else of the package: name -> (directory, type).
+STATIC_FILES = {
+    "swagger-ui.css": (SWAGGER_UI_DIR, "text/css"),
+    "swagger-ui-bundle.js": (SWAGGER_UI_DIR, "text/javascript"),
+    "favicon-32x32.png": (SWAGGER_UI_DIR, "image/png"),
+    "docs-init.js": (OWN_STATIC_DIR, "text/javascript"),
+}
+# The pages' links carry the version of what they load: a new one is a new URL.
+_INIT_DIGEST = hashlib.sha256((OWN_STATIC_DIR / "docs-init.js").read_bytes()).hexdigest()
+ASSETS_VERSION = f"{SWAGGER_UI_VERSION}.{_INIT_DIGEST[:8]}"
+STATIC_MAX_AGE_SECONDS = 24 * 3600
+# Everything from the gateway itself: no inline script (the start script is a file), no
+# inline style sheet. `data:` images only: Swagger UI's style sheet draws its icons so.
 DOCS_POLICY = (
-    "default-src 'none'; script-src {cdn} 'nonce-{nonce}'; style-src {cdn} 'unsafe-inline'; "
-    "img-src 'self' data: {cdn}; connect-src 'self'; frame-ancestors 'none'"
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
 )
-DOCS_PAGE = """<!doctype html>
+DOCS_PAGE = f"""<!doctype html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
   <meta name="viewport" content="width=device-width, initial-scale=1">
   <title>CRM API</title>
-  <link rel="stylesheet" href="{ui}/swagger-ui.css">
+  <link rel="stylesheet" href="{STATIC_PATH}/swagger-ui.css?v={ASSETS_VERSION}">
+  <link rel="icon" type="image/png" href="{STATIC_PATH}/favicon-32x32.png?v={ASSETS_VERSION}">
 </head>
 <body>
-  <div id="swagger-ui"></div>
-  <script src="{ui}/swagger-ui-bundle.js" crossorigin="anonymous"></script>
-  <script nonce="{nonce}">
-    window.ui = SwaggerUIBundle({{url: "{document}", dom_id: "#swagger-ui", validatorUrl: null}});
-  </script>
+  <div id="swagger-ui" data-document="{DOCUMENT_PATH}"></div>
+  <script src="{STATIC_PATH}/swagger-ui-bundle.js?v={ASSETS_VERSION}"></script>
+  <script src="{STATIC_PATH}/docs-init.js?v={ASSETS_VERSION}"></script>
 </body>
 </html>
 """
 
 docs_api = Blueprint("docs", __name__)
+# The page's files: not part of the API, so not in its document.
+docs_static = Blueprint("docs_static", __name__)
 
 
 def time_to_keep(document: dict[str, Any]) -> float:
@@ -132,11 +154,18 @@ def openapi_document() -> Response:
 @docs_api.get("/docs")
 def docs_page() -> Response:
     """Interactive API documentation (Swagger UI) of the OpenAPI document."""
-    nonce = secrets.token_urlsafe(16)
-    page = DOCS_PAGE.format(ui=SWAGGER_UI, document=DOCUMENT_PATH, nonce=nonce)
-    response = Response(page, mimetype="text/html")
-    response.headers["Content-Security-Policy"] = DOCS_POLICY.format(cdn=CDN, nonce=nonce)
+    response = Response(DOCS_PAGE, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = DOCS_POLICY
     return response
+
+
+@docs_static.get(f"{STATIC_PATH}/<name>")
+def static_file(name: str) -> Response:
+    """A file the docs page loads: Swagger UI's own, or the script that starts it."""
+    if name not in STATIC_FILES:
+        raise not_found("File", name)
+    directory, mimetype = STATIC_FILES[name]
+    return send_from_directory(directory, name, mimetype=mimetype, max_age=STATIC_MAX_AGE_SECONDS)
 
 
 def init_docs(app: Flask, public_prefixes: tuple[str, ...]) -> None:
@@ -148,8 +177,10 @@ def init_docs(app: Flask, public_prefixes: tuple[str, ...]) -> None:
         app,
         public_prefixes=public_prefixes,
         prefixes=OWN_PREFIXES,
-        skip_blueprints=("proxy",),  # the services document what they answer
+        # The services document what they answer; the docs page's files are no API.
+        skip_blueprints=("proxy", "docs_static"),
     )
     app.extensions[_PUBLIC_PREFIXES] = public_prefixes
     app.extensions[_CACHE] = DocumentCache()
     app.register_blueprint(docs_api)
+    app.register_blueprint(docs_static)
