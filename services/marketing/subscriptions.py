@@ -319,17 +319,20 @@ def confirm(
     return row, sub_list
 
 
+def link_offer(session: Session, claim: UnsubscribeClaim, *, everything: bool) -> dict[str, Any]:
+    """What an unsubscribe link would do (its list's name, or every list), changing nothing."""
+    everything = everything or claim.list_id is None
+    sub_list = None if everything else session.get(SubscriptionList, claim.list_id)
+    return {"list": sub_list.name if sub_list is not None else None, "all_lists": everything}
+
+
 def unsubscribe_by_link(
     session: Session, claim: UnsubscribeClaim, origin: Origin, *, everything: bool = False
 ) -> dict[str, Any]:
     """Do what an unsubscribe link asks, for its own contact only; what to tell the person."""
     everything = everything or claim.list_id is None
     sub_list = None if everything else session.get(SubscriptionList, claim.list_id)
-    answer = {
-        "status": UNSUBSCRIBED,
-        "list": sub_list.name if sub_list is not None else None,
-        "all_lists": everything,
-    }
+    answer = {"status": UNSUBSCRIBED, **link_offer(session, claim, everything=everything)}
     contact = session.get(Contact, claim.contact_id)
     if contact is not None and contact.erased:
         return answer  # forgotten: kept suppressed already, and nothing to write about them

@@ -1,23 +1,27 @@
 """The public consent links: one-click unsubscribe and double opt-in confirmation.
 
-- `GET /api/v1/unsubscribe/{token}` (`?scope=all`: every list) and `POST` to the same
-  path (RFC 8058 one-click: the form body `List-Unsubscribe=One-Click`, optionally
-  `scope=all`; JSON `{"scope": ...}` or no body too) unsubscribe the token's own contact
-  and answer 200 `{"status": "unsubscribed", "list", "all_lists"}`. Twice is fine.
+- `GET /api/v1/unsubscribe/{token}` (`?scope=all`: every list) changes nothing: mail
+  scanners and link previews fetch links before anyone clicks. A browser gets a page
+  asking to confirm (a form that POSTs back); an API client gets 200
+  `{"status": "confirm", "list", "all_lists"}`, what a POST would do.
+- `POST` to the same path unsubscribes (RFC 8058 one-click: the form body
+  `List-Unsubscribe=One-Click`, optionally `scope=all`; JSON `{"scope": ...}` or no body
+  too) the token's own contact: 200 `{"status": "unsubscribed", "list", "all_lists"}`,
+  or the thank-you page. Twice is fine.
 - `GET /api/v1/subscriptions/confirm/{token}` confirms a double opt-in: 200
   `{"status": "subscribed", "list"}`; again: the same answer.
 
 No access token: the signed token in the path is the only permission (app.py and the
 gateway list both paths in their `PUBLIC_PREFIXES`). A token that is malformed, tampered
 with, expired or void is a 404 that says nothing more; no answer tells more than the
-list's name. A browser (Accept: text/html) gets a minimal HTML page instead of JSON. HEAD
-requests (link scanners) check the token and change nothing. The client's address (the
-gateway's last X-Forwarded-For entry) and user agent go into the consent ledger.
+list's name. Pages (`templates/`, `shared.pages`) load nothing and run no script: a strict
+Content-Security-Policy. HEAD requests (link scanners) check the token and change nothing.
+The client's address (the gateway's last X-Forwarded-For entry) and user agent go into the
+consent ledger.
 """
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -26,6 +30,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from services.marketing import subscriptions, unsubscribe
 from services.marketing.ledger import Origin
+from shared.pages import Pages, page_headers, wants_html
 from shared.schemas import StrictSchema
 from shared.web import (
     ApiError,
@@ -44,6 +49,7 @@ PUBLIC_MAX_BYTES = 4 * 1024
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 SCOPES = ("list", "all")
 NO_STORE = "no-store, no-cache, must-revalidate, private"
+pages = Pages("services.marketing")
 
 
 class ScopeArgsSchema(StrictSchema):
@@ -78,41 +84,22 @@ def _invalid_link() -> ApiError:
     return ApiError(404, "Not Found", "This link is not valid or has expired")
 
 
-def _wants_html() -> bool:
-    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
-    return best == "text/html"
+def _link_not_valid() -> Response:
+    """404: the problem for an API client, a page saying so for a browser."""
+    if wants_html():
+        return pages.render("link_invalid.html", 404)
+    raise _invalid_link()
 
 
-def _page(title: str, message: str, *, offer_all: bool) -> str:
-    button = (
-        '<form method="post"><input type="hidden" name="scope" value="all">'
-        "<button>Unsubscribe from all marketing email</button></form>"
-        if offer_all
-        else ""
-    )
-    return (
-        '<!doctype html><html><head><meta charset="utf-8"><meta name="robots" '
-        f'content="noindex"><title>{title}</title></head><body><p>{html.escape(message)}</p>'
-        f"{button}</body></html>"
-    )
+def _answer(body: dict[str, Any], template: str, **context: Any) -> Response:
+    """The page for a browser, else the JSON body; neither cached nor indexed."""
+    if wants_html():
+        return pages.render(template, **context)
+    return page_headers(jsonify(body))
 
 
-def _answer(body: dict[str, Any], page: str) -> Response:
-    response = Response(page, mimetype="text/html") if _wants_html() else jsonify(body)
-    response.headers["Cache-Control"] = NO_STORE
-    response.headers["Referrer-Policy"] = "no-referrer"
-    response.headers["X-Robots-Tag"] = "noindex"
-    return response
-
-
-def _unsubscribed(answer: dict[str, Any]) -> Response:
-    if answer["all_lists"]:
-        message = "You will receive no more marketing email from us."
-    elif answer["list"]:
-        message = f"You are unsubscribed from {answer['list']}."
-    else:
-        message = "You are unsubscribed."
-    return _answer(answer, _page("Unsubscribed", message, offer_all=not answer["all_lists"]))
+def _unsubscribe_context(answer: dict[str, Any]) -> dict[str, Any]:
+    return {"list_name": answer["list"], "all_lists": answer["all_lists"]}
 
 
 def _posted_choice() -> dict[str, Any]:
@@ -136,24 +123,24 @@ def _posted_choice() -> dict[str, Any]:
     return load_or_422(one_click_in, data)
 
 
-def _unsubscribe(token: str, scope: str | None) -> Response:
-    claim = unsubscribe.read_unsubscribe_token(current_settings(), token)
-    if claim is None:
-        raise _invalid_link()
-    if request.method == "HEAD":
-        return Response(status=200, headers={"Cache-Control": NO_STORE})
-    origin = client_origin(subscriptions.UNSUBSCRIBE_LINK)
-    with current_db().session() as session:
-        answer = subscriptions.unsubscribe_by_link(
-            session, claim, origin, everything=scope == "all"
-        )
-    return _unsubscribed(answer)
+def _claim(token: str) -> unsubscribe.UnsubscribeClaim | None:
+    return unsubscribe.read_unsubscribe_token(current_settings(), token)
 
 
 @unsubscribe_api.get("/unsubscribe/<token>")
 def unsubscribe_link(token: str) -> Response:
-    """Unsubscribe the link's contact from its list (`?scope=all`: from every list)."""
-    return _unsubscribe(token, parse_args(scope_query).get("scope"))
+    """What the link would do, and a page asking to confirm: a GET never unsubscribes."""
+    everything = parse_args(scope_query).get("scope") == "all"
+    claim = _claim(token)
+    if claim is None:
+        return _link_not_valid()
+    if request.method == "HEAD":
+        return Response(status=200, headers={"Cache-Control": NO_STORE})
+    with current_db().session() as session:
+        offer = subscriptions.link_offer(session, claim, everything=everything)
+    return _answer(
+        {"status": "confirm", **offer}, "unsubscribe.html", **_unsubscribe_context(offer)
+    )
 
 
 @unsubscribe_api.post("/unsubscribe/<token>")
@@ -161,7 +148,14 @@ def one_click_unsubscribe(token: str) -> Response:
     """RFC 8058 one-click unsubscribe (`List-Unsubscribe=One-Click`), answered 200."""
     if request.args:
         raise invalid({name: ["Unknown parameter."] for name in request.args})
-    return _unsubscribe(token, _posted_choice().get("scope"))
+    claim = _claim(token)
+    if claim is None:
+        return _link_not_valid()
+    everything = _posted_choice().get("scope") == "all"
+    origin = client_origin(subscriptions.UNSUBSCRIBE_LINK)
+    with current_db().session() as session:
+        answer = subscriptions.unsubscribe_by_link(session, claim, origin, everything=everything)
+    return _answer(answer, "unsubscribed.html", **_unsubscribe_context(answer))
 
 
 strict_query = StrictSchema()
@@ -173,7 +167,7 @@ def confirm_subscription(token: str) -> Response:
     parse_args(strict_query)
     claim = unsubscribe.read_confirm_token(current_settings(), token)
     if claim is None:
-        raise _invalid_link()
+        return _link_not_valid()
     if request.method == "HEAD":
         return Response(status=200, headers={"Cache-Control": NO_STORE})
     with current_db().session() as session:
@@ -181,5 +175,4 @@ def confirm_subscription(token: str) -> Response:
             session, claim, client_origin(subscriptions.DOUBLE_OPT_IN)
         )
         body = {"status": subscriptions.SUBSCRIBED, "list": sub_list.name}
-    page = _page("Subscribed", f"Thank you: you are subscribed to {body['list']}.", offer_all=False)
-    return _answer(body, page)
+    return _answer(body, "subscribed.html", list_name=body["list"])

@@ -36,6 +36,9 @@ from tests.security.conftest import (
 pytestmark = pytest.mark.xdist_group("crm-run")
 
 
+ONE_CLICK = {"List-Unsubscribe": "One-Click"}
+
+
 def made(answer: Any) -> dict[str, Any]:
     assert answer.status_code in (200, 201), answer.text
     return answer.json()
@@ -104,8 +107,14 @@ def test_an_unsubscribe_token_never_unsubscribes_anyone_but_its_contact(system, 
             assert_problem(answer, 404)
     assert _status(system, marketing, bob["id"], news["id"]) == "subscribed"
 
+    # A GET (a mail scanner prefetching, a link preview, a browser) only asks to confirm.
+    for accept in ("*/*", "text/html,*/*;q=0.8"):
+        answer = requests.get(f"{url}/{token}", headers={"Accept": accept}, timeout=TIMEOUT)
+        assert answer.status_code == 200
+        assert "default-src 'none'" in answer.headers["Content-Security-Policy"]
+    assert _status(system, marketing, alice["id"], news["id"]) == "subscribed"
     for _replayed in range(2):
-        answer = requests.get(f"{url}/{token}", timeout=TIMEOUT)
+        answer = requests.post(f"{url}/{token}", data=ONE_CLICK, timeout=TIMEOUT)
         assert answer.status_code == 200 and answer.json()["status"] == "unsubscribed"
     assert _status(system, marketing, alice["id"], news["id"]) == "unsubscribed"
     assert _status(system, marketing, bob["id"], news["id"]) == "subscribed"

@@ -27,9 +27,11 @@ from services.marketing.tests.consent_helpers import (
 )
 from shared.auth import Principal, issue_token
 from shared.keys import OPT_IN_LINK, PURPOSES, UNSUBSCRIBE_LINK, purpose_key
+from shared.page_checks import page_problems
 
 PUBLIC = "https://crm.example.com"
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
 TABLES = ("subscriptions", "consent_records", "suppressions", "outbox")
 
 
@@ -126,12 +128,30 @@ def test_forged_tokens_read_as_nothing(settings):
 # --- unsubscribing by link ------------------------------------------------------------------
 
 
-def test_the_link_unsubscribes_without_a_login_and_twice_is_fine(anonymous, client, db, settings):
+def test_a_get_of_the_link_changes_nothing(anonymous, client, db, settings):
+    news = add_list(db, "News")
+    ada = subscribed(client, db, "ada@example.com", news)
+    path = link_path(settings, ada, "ada@example.com", news)
+    before = row_counts(db, *TABLES)
+    for query, offer in (("", ("News", False)), ("?scope=all", (None, True))):
+        response = anonymous.get(path + query)  # a mail scanner fetching the link
+        assert response.status_code == 200
+        assert response.get_json() == {"status": "confirm", "list": offer[0], "all_lists": offer[1]}
+        assert response.headers["Cache-Control"].startswith("no-store")
+        page = anonymous.get(path + query, headers=BROWSER)
+        assert page.status_code == 200 and page.mimetype == "text/html"
+    assert row_counts(db, *TABLES) == before
+    assert status_of(db, ada, news) == "subscribed" and suppressions(db) == []
+
+
+def test_the_link_unsubscribes_by_post_without_a_login_and_twice_is_fine(
+    anonymous, client, db, settings
+):
     news, offers = add_list(db, "News"), add_list(db, "Offers")
     ada = subscribed(client, db, "ada@example.com", news, offers)
     path = link_path(settings, ada, "ada@example.com", news)
     headers = {"User-Agent": "Mail/1.0", "X-Forwarded-For": "198.51.100.7"}
-    response = anonymous.get(path, headers=headers)
+    response = anonymous.post(path, headers=headers, data=ONE_CLICK)
     assert response.status_code == 200, response.get_json()
     assert response.get_json() == {"status": "unsubscribed", "list": "News", "all_lists": False}
     assert response.headers["Cache-Control"].startswith("no-store")
@@ -151,7 +171,7 @@ def test_the_link_unsubscribes_without_a_login_and_twice_is_fine(anonymous, clie
         "unsubscribe_link",
     )
     before = row_counts(db, *TABLES)
-    assert anonymous.get(path).status_code == 200
+    assert anonymous.post(path, data=ONE_CLICK).status_code == 200
     assert row_counts(db, *TABLES) == before
     assert suppressions(db) == []  # one list left: the address is not suppressed
 
@@ -160,9 +180,11 @@ def test_a_link_only_ever_unsubscribes_its_own_contact(anonymous, client, db, se
     news = add_list(db, "News")
     ada = subscribed(client, db, "ada@example.com", news)
     grace = subscribed(client, db, "grace@example.com", news)
-    assert anonymous.get(link_path(settings, ada, "ada@example.com", news)).status_code == 200
+    assert anonymous.post(link_path(settings, ada, "ada@example.com", news)).status_code == 200
+    everywhere = {"scope": "all", **ONE_CLICK}
     assert (
-        anonymous.get(link_path(settings, ada, "ada@example.com") + "?scope=all").status_code == 200
+        anonymous.post(link_path(settings, ada, "ada@example.com"), data=everywhere).status_code
+        == 200
     )
     assert (status_of(db, ada, news), status_of(db, grace, news)) == ("unsubscribed", "subscribed")
     assert [row.email for row in suppressions(db)] == ["ada@example.com"]
@@ -187,7 +209,9 @@ def test_forged_or_tampered_links_are_404_and_change_nothing(anonymous, client, 
 def test_scope_all_leaves_every_list_and_suppresses_the_address(anonymous, client, db, settings):
     news, offers = add_list(db, "News"), add_list(db, "Offers")
     ada = subscribed(client, db, "Ada@Example.com", news, offers)
-    response = anonymous.get(link_path(settings, ada, "Ada@Example.com", news) + "?scope=all")
+    response = anonymous.post(
+        link_path(settings, ada, "Ada@Example.com", news), data={"scope": "all", **ONE_CLICK}
+    )
     assert response.get_json() == {"status": "unsubscribed", "list": None, "all_lists": True}
     assert {status_of(db, ada, news), status_of(db, ada, offers)} == {"unsubscribed"}
     [held] = suppressions(db)
@@ -204,13 +228,13 @@ def test_scope_all_leaves_every_list_and_suppresses_the_address(anonymous, clien
         "ada@example.com",
     )
     before = row_counts(db, *TABLES)
-    assert anonymous.get(link_path(settings, ada, "ada@example.com")).status_code == 200
+    assert anonymous.post(link_path(settings, ada, "ada@example.com")).status_code == 200
     assert row_counts(db, *TABLES) == before
 
 
 def test_an_unsubscribe_link_for_a_list_never_joined_records_the_refusal(anonymous, db, settings):
     news, ada = add_list(db, "News"), add_contact(db)
-    assert anonymous.get(link_path(settings, ada, "ada@example.com", news)).status_code == 200
+    assert anonymous.post(link_path(settings, ada, "ada@example.com", news)).status_code == 200
     assert status_of(db, ada, news) == "unsubscribed"
 
 
@@ -246,21 +270,41 @@ def test_a_bad_one_click_body_is_refused_and_changes_nothing(anonymous, client, 
     assert row_counts(db, *TABLES) == before
 
 
-def test_a_browser_gets_a_small_page_and_a_scanner_changes_nothing(anonymous, client, db, settings):
+def test_a_browser_gets_an_accessible_confirmation_page_and_a_scanner_changes_nothing(
+    anonymous, client, db, settings
+):
     news = add_list(db, "News <b>")
     ada = subscribed(client, db, "ada@example.com", news)
     path = link_path(settings, ada, "ada@example.com", news)
     before = row_counts(db, *TABLES)
     assert anonymous.head(path).status_code == 200
+    page = anonymous.get(path, headers=BROWSER)
     assert row_counts(db, *TABLES) == before
-    page = anonymous.get(path, headers={"Accept": "text/html,*/*;q=0.8"})
-    assert page.mimetype == "text/html" and "News &lt;b&gt;" in page.get_data(as_text=True)
-    assert 'name="scope" value="all"' in page.get_data(as_text=True)
-    assert "ada@example.com" not in page.get_data(as_text=True)
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    assert page_problems(html, page.headers["Content-Security-Policy"]) == []
+    assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+    assert page.headers["Cache-Control"].startswith("no-store")
+    assert "News &lt;b&gt;" in html and "<b>" not in html.split("</style>")[1]
+    assert '<form method="post">' in html and 'name="scope" value="all"' in html
+    assert "ada@example.com" not in html
     assert anonymous.get(path + "?utm=1").status_code == 422
+    # the page's own form, as a browser posts it
+    done = anonymous.post(path, data=ONE_CLICK, headers=BROWSER)
+    assert done.status_code == 200 and done.mimetype == "text/html"
+    assert page_problems(done.get_data(as_text=True), done.headers["Content-Security-Policy"]) == []
+    assert "You are unsubscribed" in done.get_data(as_text=True)
+    assert status_of(db, ada, news) == "unsubscribed"
 
 
-# --- double opt-in --------------------------------------------------------------------------
+def test_a_browser_following_a_bad_link_gets_a_page_saying_so(anonymous):
+    for method in (anonymous.get, anonymous.post):
+        page = method("/api/v1/unsubscribe/not-a-token", headers=BROWSER)
+        assert page.status_code == 404 and page.mimetype == "text/html"
+        assert (
+            page_problems(page.get_data(as_text=True), page.headers["Content-Security-Policy"])
+            == []
+        )
 
 
 def test_double_opt_in_from_request_to_confirmed_subscription(anonymous, client, db, settings):
@@ -356,7 +400,7 @@ def test_an_address_that_left_every_list_comes_back_only_by_confirming(
     anonymous, client, db, settings
 ):
     news, ada = add_list(db, "News"), add_contact(db)
-    anonymous.get(link_path(settings, ada, "ada@example.com") + "?scope=all")
+    anonymous.post(link_path(settings, ada, "ada@example.com"), data={"scope": "all"})
     assert [row.reason for row in suppressions(db)] == ["unsubscribed"]
     body = subscribe(client, ada, news).get_json()
     assert body["status"] == "pending"  # single opt-in list, but the person said no to all

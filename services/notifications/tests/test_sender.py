@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections import Counter
@@ -258,6 +259,30 @@ def test_html_gets_tracking_as_the_message_goes_out(db, settings, smtp_server):
     assert f'href="{public}/t/c/' in html and f'src="{public}/t/o/' in html
     assert "https://shop.example.com/offer" not in html.split("/t/c/")[0]
     assert load(db, message_id).body_html == asked  # the log keeps what was asked
+
+
+def test_the_sent_click_links_lead_to_the_stored_urls(db, settings, smtp_server, anonymous):
+    asked = '<a href="https://shop.example.com/offer">Offer</a><a href="https://x.example/">X</a>'
+    queue(db, body_html=asked)
+    send_due(db, settings, mailer_for(smtp_server), now=T0)
+    [received] = smtp_server.received
+    html = received.message.get_body(("html",)).get_content()
+    public = settings.extra["public_url"]
+    clicks = [link.removeprefix(public) for link in re.findall(r'href="([^"]+)"', html)]
+    followed = [anonymous.get(path).headers["Location"] for path in clicks]
+    assert followed == ["https://shop.example.com/offer", "https://x.example/"]
+
+
+def test_marketing_mail_goes_out_with_rfc_8058_one_click_unsubscribe(db, settings, smtp_server):
+    link = "<https://crm.example.com/api/v1/unsubscribe/abc>"
+    queue(db, category="marketing", headers={"List-Unsubscribe": link})  # as campaigns ask
+    queue(db, to="bob@example.com")  # transactional: no unsubscribe
+    send_due(db, settings, mailer_for(smtp_server), now=T0)
+    [marketing] = smtp_server.messages_for("ada@example.com")
+    assert marketing.message["List-Unsubscribe"] == link
+    assert marketing.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    [transactional] = smtp_server.messages_for("bob@example.com")
+    assert transactional.message["List-Unsubscribe-Post"] is None
 
 
 def test_the_worker_runs_the_sender_on_its_tick(settings, db):
