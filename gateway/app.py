@@ -28,6 +28,7 @@ from gateway.views_api import views_api
 from shared.auth import protect
 from shared.config import Settings, load_settings
 from shared.db import Database
+from shared.idempotency import init_idempotency
 from shared.keys import ACCESS_TOKEN
 from shared.ops import listener_port
 from shared.web import init_app
@@ -91,6 +92,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     init_account_check(app, db)  # right after protect: refuses tokens the account revoked
     init_rate_limits(app, db, settings)  # after protect: the API counts per caller
     enforce_roles(app, PUBLIC_PREFIXES)  # after protect: it needs the caller
+    # Its own POSTs (users, API keys); a forwarded one's answer is kept by its service.
+    init_idempotency(app, skip_blueprints=("proxy",))
     app.register_blueprint(api)
     app.register_blueprint(auth_api)
     app.register_blueprint(api_keys_api)

@@ -28,6 +28,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify
 from marshmallow import Schema
 from werkzeug.routing import Rule
 
+from shared.idempotency import acts
 from shared.openapi_source import ViewFacts, view_facts
 
 OPENAPI_VERSION = "3.1.0"
@@ -197,6 +198,7 @@ def build_spec(
         view = app.view_functions[rule.endpoint]
         facts = view_facts(view)
         public = not rule.rule.startswith("/api/") or rule.rule.startswith(public_prefixes)
+        facts.idempotent = not public and acts(rule.rule)  # every POST that creates or acts
         for method in rule_methods(rule):
             if method.lower() not in item["operations"]:
                 operation = _operation(rule, method, view, facts, public, bool(parameters))

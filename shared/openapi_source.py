@@ -7,8 +7,7 @@ The view (and up to two calls deep, the service's helpers it calls) is read, not
 - `list_params()`, `page_answer(...)`, `created(...)`, `created_with_etag(...)`,
   `no_content()`, `run_batch(..., 201)`, `read_batch(...)`, `expected_version()`: what
   the route takes and answers;
-- `Response(..., mimetype="image/gif")`, `Response(status=302)`: its media type or status;
-- `@idempotent`: the Idempotency-Key header.
+- `Response(..., mimetype="image/gif")`, `Response(status=302)`: its media type or status.
 """
 
 from __future__ import annotations
@@ -53,7 +52,7 @@ class ViewFacts:
     calls: set[str] = field(default_factory=set)
     media_types: list[str] = field(default_factory=list)
     statuses: set[int] = field(default_factory=set)
-    idempotent: bool = False
+    idempotent: bool = False  # takes Idempotency-Key: set by the route (shared.idempotency)
 
 
 def view_facts(view: Callable[..., Any]) -> ViewFacts:
@@ -62,7 +61,7 @@ def view_facts(view: Callable[..., Any]) -> ViewFacts:
     A body or query schema loaded by a helper of the service (`_changes()`,
     `optional_body(WinSchema())`) is found too, up to two calls deep.
     """
-    facts = ViewFacts(idempotent=_is_idempotent(view))
+    facts = ViewFacts()
     func = inspect.unwrap(view)
     _scan(func, {}, facts, _Scope(func.__module__, depth=0))
     return facts
@@ -132,14 +131,6 @@ def _scan_helper(
         if (value := _schema_of(arg, namespace, False)) is not None
     }
     _scan(helper, bindings, facts, scope.deeper())
-
-
-def _is_idempotent(view: Callable[..., Any]) -> bool:
-    while view is not None:
-        if getattr(view, "__qualname__", "").startswith("idempotent."):
-            return True
-        view = getattr(view, "__wrapped__", None)
-    return False
 
 
 def _closure_of(func: Callable[..., Any]) -> dict[str, Any]:
