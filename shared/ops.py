@@ -115,6 +115,21 @@ def listener_port(bind: str) -> int:
     return int(bind.rsplit(":", 1)[1])
 
 
+def arrival_port() -> int | None:
+    """The local port the request's connection came in on (None: a unix socket).
+
+    Read from the connection's socket where the server hands it over (gunicorn, werkzeug):
+    gunicorn takes SERVER_PORT from the Host header on a unix socket. Else SERVER_PORT.
+    """
+    wsgi_environ = request.environ  # the request's WSGI keys, not the process environment
+    connection = wsgi_environ.get("gunicorn.socket") or wsgi_environ.get("werkzeug.socket")
+    if connection is not None:
+        local = connection.getsockname()
+        return local[1] if isinstance(local, tuple) else None
+    server = request.server
+    return server[1] if server else None
+
+
 def ops_blueprint(
     settings: Settings,
     db: Database | None,
@@ -129,9 +144,7 @@ def ops_blueprint(
     readiness = Readiness(checks)
 
     def internal_only() -> None:
-        # The port of the listener the connection came in on (WSGI SERVER_PORT: gunicorn
-        # sets it from the socket, not from the Host header, for TCP listeners).
-        if internal_port is not None and (request.server or ("", None))[1] != internal_port:
+        if internal_port is not None and arrival_port() != internal_port:
             raise NotFound()
 
     @ops.get("/health")

@@ -36,6 +36,28 @@ def test_with_an_internal_port_ready_and_metrics_are_404_on_any_other(path):
     assert client.get("/health", base_url=PUBLIC).status_code == 200
 
 
+class Connection:
+    """A connection's socket as gunicorn hands it over: where it arrived."""
+
+    def __init__(self, local: object) -> None:
+        self.local = local
+
+    def getsockname(self) -> object:
+        return self.local
+
+
+@pytest.mark.parametrize("local", [("127.0.0.1", 8000), "/run/crm/gateway.sock"])
+def test_the_port_is_the_connections_own_not_one_the_request_names(local):
+    client = ops_app(8100).test_client()
+    spoofed = {"gunicorn.socket": Connection(local), "SERVER_PORT": "8100"}
+
+    answer = client.get("/metrics", base_url=INTERNAL, environ_overrides=spoofed)
+
+    assert answer.status_code == 404
+    internal = {"gunicorn.socket": Connection(("127.0.0.1", 8100))}
+    assert client.get("/metrics", base_url=PUBLIC, environ_overrides=internal).status_code == 200
+
+
 def test_without_an_internal_port_a_service_answers_them_on_its_one_port():
     client = ops_app(None).test_client()
 
