@@ -6,13 +6,17 @@
   relay, and may come later) makes the event wait for it (`waiting`); a known contact
   without an address: skipped, with a log line.
 - `ticket.resolved`: the CSAT request, with the rating link
-  `{public_url}/api/v1/csat/{data.csat_token}` (no token: skipped); its recipient as above.
+  `{public_url}/api/v1/csat/{data.csat_token}` (no token: skipped) and one link per score
+  (`...?rating=N`, 1-5): following one opens support's rating page with that score
+  preselected, to confirm (a GET records nothing: mail scanners follow links). Its
+  recipient as above.
 
 Each renders the stored template named `ticket_acknowledgement` or `ticket_csat_request`
 when there is one (a template that fails to render is logged and the
 built-in text below is used instead), else the built-in one. Variables: `ticket` {id,
 reference, subject, status, priority, channel}, `recipient` {email, name}, plus
-`csat_url` (CSAT). Notices to staff (assignments) are in `assignments`.
+`csat_url` and `csat_scores` [{rating, label, url}] (CSAT). Notices to staff
+(assignments) are in `assignments`.
 
 Notices are transactional. The message id is uuid5 of the event id and the notice, so an
 event handled twice queues one message; an address the sender refuses is logged, and
@@ -50,6 +54,8 @@ log = logging.getLogger(__name__)
 NOTICE_NAMESPACE = uuid.UUID("8d1f6a52-3b7e-4c0a-9f3e-5a2b7c9d1e04")
 CATEGORY = "transactional"
 MAX_TOKEN_CHARS = 512
+# The scores a CSAT request offers, each its own one-click link (support names them alike).
+CSAT_SCORES = ((1, "Very poor"), (2, "Poor"), (3, "Okay"), (4, "Good"), (5, "Excellent"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,14 +90,20 @@ CSAT_REQUEST = Notice(
     body_text=(
         'Hello {{ recipient.name or "there" }},\n\n'
         'Your request "{{ ticket.subject }}" has been resolved. '
-        "Would you tell us how we did? Rate our help here:\n{{ csat_url }}\n\n"
+        "Would you tell us how we did? Choose a score:\n\n"
+        "{% for score in csat_scores %}{{ score.rating }} - {{ score.label }}: {{ score.url }}\n"
+        "{% endfor %}\n"
+        "Or open the rating page: {{ csat_url }}\n\n"
         "Thank you!\n"
     ),
     body_html=(
         '<p>Hello {{ recipient.name or "there" }},</p>\n'
         "<p>Your request <strong>{{ ticket.subject }}</strong> has been resolved. "
-        "Would you tell us how we did?</p>\n"
-        '<p><a href="{{ csat_url }}">Rate our help</a></p>\n'
+        "Would you tell us how we did? Choose a score:</p>\n"
+        "<ul>\n{% for score in csat_scores %}"
+        '<li><a href="{{ score.url }}">{{ score.rating }} - {{ score.label }}</a></li>\n'
+        "{% endfor %}</ul>\n"
+        '<p>Or <a href="{{ csat_url }}">open the rating page</a>.</p>\n'
         "<p>Thank you!</p>\n"
     ),
 )
@@ -195,10 +207,15 @@ def request_csat(session: Session, event: Envelope, *, public_url: str) -> Messa
     if not usable or recipient is None:
         log.info("ticket.resolved %s: no rating link or no address, no CSAT request", event.id)
         return None
+    csat_url = f"{public_url.rstrip('/')}/api/v1/csat/{quote(token, safe='')}"
     variables = {
         "ticket": ticket_variables(event.data),
         "recipient": recipient,
-        "csat_url": f"{public_url.rstrip('/')}/api/v1/csat/{quote(token, safe='')}",
+        "csat_url": csat_url,
+        "csat_scores": [
+            {"rating": rating, "label": label, "url": f"{csat_url}?rating={rating}"}
+            for rating, label in CSAT_SCORES
+        ],
     }
     return send_notice(session, event, CSAT_REQUEST, recipient["email"], variables, contact_id)
 

@@ -28,6 +28,7 @@ CSAT_LINK_DAYS = 30  # default; `settings.extra["csat_link_days"]` overrides it
 MAX_TOKEN_CHARS = 512
 MAX_COMMENT_CHARS = 5000
 RATINGS = range(1, 6)
+SCORE_NAMES = {1: "Very poor", 2: "Poor", 3: "Okay", 4: "Good", 5: "Excellent"}
 RATEABLE_STATUSES = ("resolved", "closed")
 
 

@@ -2,8 +2,11 @@
 
 - `POST /api/v1/tickets/{id}/csat` (role support or admin) and `GET` (any role).
 - `GET /api/v1/csat/{token}` and `POST /api/v1/csat/{token}`: public, no access token
-  (app.py lists the prefix); the signed token in the path is the permission. The
-  body may be JSON or an HTML form post. A bad, tampered or expired token is a 404.
+  (app.py lists the prefix); the signed token in the path is the permission. A browser
+  (preferring text/html) gets the rating pages (`csat_pages`; `?rating=N`, from the mail's
+  one-click score links, preselects a score): a GET shows, only a POST records. An API
+  client (Accept: application/json) gets JSON as before. The body may be JSON or an HTML
+  form post. A bad, tampered or expired token is a 404.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from flask import Blueprint, Response, jsonify, request
 from marshmallow import fields, validate
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from services.support import csat, tickets
-from services.support.models import Ticket
+from services.support import csat, csat_pages, tickets
 from shared.auth import require_role
+from shared.pages import page_headers, wants_html
 from shared.schemas import StrictSchema
 from shared.web import (
     ApiError,
@@ -29,6 +32,7 @@ from shared.web import (
     load_body,
     load_or_422,
     not_found,
+    parse_args,
 )
 
 csat_api = Blueprint("csat", __name__, url_prefix="/api/v1")
@@ -52,8 +56,15 @@ class CsatFormSchema(CsatSchema):
     rating = fields.Integer(required=True, validate=validate.Range(min=1, max=5))
 
 
+class ChosenScoreSchema(StrictSchema):
+    """`?rating=N`: the score a one-click link in the mail chose (shown, not recorded)."""
+
+    rating = fields.Integer(validate=validate.Range(min=1, max=5))
+
+
 csat_in = CsatSchema()
 csat_form_in = CsatFormSchema()
+chosen_score = ChosenScoreSchema()
 
 
 def _ticket_id(value: str) -> str:
@@ -115,26 +126,78 @@ def posted_rating() -> dict[str, Any]:
     return load_or_422(csat_in, data)
 
 
+def _link_ticket_id(token: str) -> str | None:
+    """The ticket a rating link names; None when it is not a valid link."""
+    try:
+        return csat.ticket_id_of(current_settings(), token)
+    except ApiError:
+        return None
+
+
+def _not_valid() -> Response:
+    if wants_html():
+        return csat_pages.link_not_valid()
+    raise ApiError(404, "Not Found", "This rating link is not valid or has expired")
+
+
 @csat_api.get("/csat/<token>")
 def rating_page(token: str) -> Response:
-    """The ticket's subject and whether it is rated: nothing else about anyone."""
-    ticket_id = csat.ticket_id_of(current_settings(), token)
-    with current_db().session() as session:
-        ticket = session.get(Ticket, ticket_id)
-        if ticket is None:  # deleted since the link was sent
-            raise not_found("Ticket", ticket_id)
-        return jsonify(csat.public_view(session, ticket))
+    """The rating page (or, as JSON, the ticket's subject and whether it is rated): a GET
+    records nothing."""
+    chosen = parse_args(chosen_score).get("rating")
+    ticket_id = _link_ticket_id(token)
+    if ticket_id is None:
+        return _not_valid()
+    try:
+        view = csat_pages.public_view_of(ticket_id)
+    except ApiError:  # deleted since the link was sent
+        return _not_valid()
+    if wants_html():
+        return csat_pages.rating_form(view, chosen=chosen)
+    return page_headers(jsonify(view))
 
 
 @csat_api.post("/csat/<token>")
 def rate_by_link(token: str) -> Response:
     """The customer's own rating, once per ticket (a second one is 409)."""
-    ticket_id = csat.ticket_id_of(current_settings(), token)
+    ticket_id = _link_ticket_id(token)
+    if ticket_id is None:
+        return _not_valid()
+    if wants_html():
+        return _rate_from_page(ticket_id)
     data = posted_rating()
     with current_db().session() as session:
         ticket = tickets.lock_ticket(session, ticket_id)
         entry = csat.record_rating(session, ticket, data["rating"], data["comment"])
         body = {**csat.public_view(session, ticket), "rating": entry.rating}
-    response = jsonify(body)
+    response = page_headers(jsonify(body))
     response.status_code = 201
     return response
+
+
+def _rate_from_page(ticket_id: str) -> Response:
+    """The page's form posted: the thank-you page, or the form again saying what to fix."""
+    try:
+        data = posted_rating()
+    except ApiError as error:
+        if error.status != 422:
+            raise
+        view = csat_pages.public_view_of(ticket_id)
+        chosen = csat_pages.number(request.form.get("rating"))
+        comment = request.form.get("comment", "")[: csat.MAX_COMMENT_CHARS]
+        return csat_pages.rating_form(
+            view, chosen=chosen, comment=comment, errors=error.errors, status=422
+        )
+    try:
+        with current_db().session() as session:
+            ticket = tickets.lock_ticket(session, ticket_id)
+            view = csat.public_view(session, ticket)
+            if view["can_rate"]:
+                csat.record_rating(session, ticket, data["rating"], data["comment"])
+    except ApiError as error:
+        if error.status == 404:
+            return csat_pages.link_not_valid()
+        if error.status == 409:  # rated meanwhile, by a second tab or a double click
+            return csat_pages.already_rated()
+        raise
+    return csat_pages.state_page(view, 409) or csat_pages.thanks(data["rating"], view["subject"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -132,6 +133,16 @@ def test_a_resolved_ticket_gets_a_csat_request_with_its_rating_link(apply, db):
     assert link in message.body_text and f'href="{link}"' in message.body_html
     assert message.subject.startswith("How did we do?")
     assert message.to_address == "ada@example.com" and message.category == "transactional"
+
+
+def test_a_csat_request_offers_each_score_as_its_own_link(apply, db):
+    add_contact(db)
+    apply(ticket_event("ticket.resolved", status="resolved", csat_token="tok"), 2)
+    [message] = messages(db)
+    scores = [f"{PUBLIC}/api/v1/csat/tok?rating={n}" for n in range(1, 6)]
+    assert re.findall(r'href="([^"]+\?rating=\d)"', message.body_html) == scores
+    assert re.findall(r"(http\S+\?rating=\d)", message.body_text) == scores
+    assert "1 - Very poor" in message.body_text and ">5 - Excellent</a>" in message.body_html
 
 
 def test_a_csat_template_can_use_the_link(apply, db):
