@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.crm_run import service_schemas
 from tests.faults.system import System
 
 HERE = Path(__file__).parent
@@ -33,11 +35,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture
-def system(tmp_path: Path, amqp_url: str, amqp_prefix: str) -> Iterator[System]:
-    """Every process of the CRM running, on this test's own queues and data directory."""
+def service_databases(postgres_run_url: str) -> Iterator[dict[str, str]]:
+    """A PostgreSQL schema per service, as production runs (a database per service)."""
+    with service_schemas(postgres_run_url, f"faults_{uuid.uuid4().hex[:8]}") as urls:
+        yield urls
+
+
+@pytest.fixture
+def system(
+    tmp_path: Path, amqp_url: str, amqp_prefix: str, service_databases: dict[str, str]
+) -> Iterator[System]:
+    """Every process of the CRM running, on this test's own queues, data directory and
+    PostgreSQL schemas."""
     from conftest import remember_queue
 
-    started = System(tmp_path, amqp_url, amqp_prefix, **FAULT_ENV)
+    started = System(tmp_path, amqp_url, amqp_prefix, service_databases, **FAULT_ENV)
     for queue in started.queue_names():  # deleted at the end by the amqp_prefix fixture
         remember_queue(amqp_prefix, queue)
     try:

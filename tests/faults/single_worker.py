@@ -26,14 +26,6 @@ ROOT = Path(__file__).resolve().parents[2]
 START_SECONDS = 60.0  # a loaded 2-core machine may take long to import and migrate
 
 
-def eventually(predicate: Any, timeout: float, what: str) -> None:
-    """Poll `predicate` (gently: the machine is shared) until it holds, or fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what}"
-        time.sleep(0.2)
-
-
 def crm(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run one `crm ...` command to its end; its output captured."""
     return subprocess.run(

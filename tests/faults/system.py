@@ -8,11 +8,9 @@ writes to its own log file (never a pipe: a full pipe would stall it).
 
 from __future__ import annotations
 
-import contextlib
 import email
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,30 +18,18 @@ from collections.abc import Callable
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pika
 import pika.exceptions
 import requests
+import sqlalchemy as sa
 
-from tests.crm_run import free_port, free_ports, stop_groups
+from tests.crm_run import database_settings, eventually, free_port, free_ports, stop_groups
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 10
 ADMIN = {"email": "boss@example.com", "password": "correct horse"}
-T = TypeVar("T")
-
-
-def eventually(
-    fetch: Callable[[], T], check: Callable[[T], bool], timeout: float = 60, pause: float = 0.5
-) -> T:
-    """Poll `fetch()` until `check(answer)` holds; the last answer either way."""
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = fetch()
-        if check(answer) or time.monotonic() > deadline:
-            return answer
-        time.sleep(pause)
 
 
 def read_mail(directory: Path) -> list[EmailMessage]:
@@ -59,7 +45,15 @@ def read_mail(directory: Path) -> list[EmailMessage]:
 class System:
     """Every process of the CRM, started and stopped one by one; `stop()` ends them all."""
 
-    def __init__(self, workdir: Path, amqp_url: str, amqp_prefix: str, **env: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        amqp_url: str,
+        amqp_prefix: str,
+        databases: dict[str, str] | None = None,
+        **env: str,
+    ) -> None:
+        """`databases`: {service: URL} (a PostgreSQL schema each); none: SQLite files."""
         from shared.cli import SERVICES
 
         self.services = SERVICES
@@ -83,8 +77,10 @@ class System:
             # The gateway's /ready and /metrics listener (its default, port + 100, may be taken).
             "CRM_INTERNAL_BIND": f"127.0.0.1:{free_port()}",
             "CRM_NOTIFICATIONS_TICK_SECONDS": "0.2",
+            **database_settings(databases or {}),
             **env,
         }
+        self.engines: dict[str, sa.Engine] = {}
         self.env.pop("CRM_SMTP_URL", None)
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.processes: dict[str, subprocess.Popen] = {}
@@ -172,6 +168,8 @@ class System:
     def stop(self) -> None:
         """SIGTERM every process group, then SIGKILL what is left after a grace period."""
         stop_groups(self.processes.values(), grace_seconds=25)
+        for engine in self.engines.values():
+            engine.dispose()
 
     def assert_running(self) -> None:
         ended = {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
@@ -239,11 +237,52 @@ class System:
         return session
 
     def query(self, service: str, sql: str, *params: Any) -> list[tuple]:
-        """Rows from a service's own SQLite database, read directly (read-only)."""
-        path = self.data_dir / f"{service}.db"
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-        with contextlib.closing(connection):
-            return connection.execute(sql, params).fetchall()
+        """Rows from a service's own database, read directly; `?` marks each parameter."""
+        if service not in self.engines:
+            from shared.config import load_settings
+
+            url = load_settings(service, environ=self.env).database_url
+            self.engines[service] = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        pieces = sql.split("?")
+        marked = "".join(f"{piece}:p{i}" for i, piece in enumerate(pieces[:-1])) + pieces[-1]
+        with self.engines[service].connect() as connection:
+            answer = connection.execute(sa.text(marked), {f"p{i}": v for i, v in enumerate(params)})
+            return [tuple(row) for row in answer]
+
+    def unsent(self) -> dict[str, int]:
+        """{service: events in its outbox not yet published}."""
+        sql = "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL"
+        return {name: self.query(name, sql)[0][0] for name in self.services}
+
+    def waiting(self) -> dict[str, int]:
+        """{queue: messages ready in it} for every queue but the dead-letter ones."""
+        connection = pika.BlockingConnection(pika.URLParameters(self.amqp_url))
+        try:
+            channel = connection.channel()
+            return {
+                queue: channel.queue_declare(queue, passive=True).method.message_count
+                for queue in self.queue_names()
+                if not queue.endswith(".dlq")
+            }
+        finally:
+            connection.close()
+
+    def settle(self, timeout: float = 120) -> None:
+        """Wait until nothing is left to do: every outbox published, every queue empty, and
+        no inbox growing over a second (a batch taken but not yet acknowledged)."""
+
+        def state() -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+            handled = "SELECT COUNT(*) FROM inbox"
+            inboxes = {name: self.query(name, handled)[0][0] for name in self.consumers()}
+            return self.unsent(), self.waiting(), inboxes
+
+        def quiet(now: tuple[dict[str, int], ...]) -> bool:
+            if any(now[0].values()) or any(now[1].values()):
+                return False
+            time.sleep(1)
+            return state() == now
+
+        eventually(state, quiet, timeout, pause=0.5, what="the system to settle")
 
     def undelivered(self, consumer: str, producer: str, *event_types: str) -> set[str]:
         """Ids of the events of these types `producer` recorded in its outbox (so they were
@@ -334,3 +373,17 @@ def compare_effects(
         for effect, wanted in expected.items()
     }
     return missing, twice
+
+
+def settled_effects(
+    system: System, domain: str, expected: dict[str, set[str]], timeout: float
+) -> tuple[dict[str, int], dict[str, int]]:
+    """compare_effects once every effect is there (or `timeout` ran out) AND the system has
+    settled: a duplicate still in flight when the last missing effect lands is counted too."""
+
+    def missing() -> dict[str, int]:
+        return compare_effects(count_effects(system, domain), expected)[0]
+
+    eventually(missing, lambda found: not any(found.values()), timeout, pause=0.5, what="effects")
+    system.settle()
+    return compare_effects(count_effects(system, domain), expected)

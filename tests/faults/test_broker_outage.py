@@ -24,14 +24,13 @@ import pika
 import pytest
 import requests
 
+from tests.crm_run import eventually
 from tests.faults.system import (
     System,
-    compare_effects,
-    count_effects,
-    eventually,
     expected_effects,
     new_contact,
     new_ticket,
+    settled_effects,
 )
 
 pytestmark = [pytest.mark.faults, pytest.mark.xdist_group("crm-faults")]
@@ -156,10 +155,7 @@ def test_a_broker_outage_mid_stream_loses_no_write_and_applies_every_event_once(
     tickets = [new_ticket(n, DOMAIN)["requester"]["email"] for n in numbers if n % 2 == 1]
     expected = expected_effects(contacts, tickets)
 
-    def lost_and_twice() -> tuple[dict[str, int], dict[str, int]]:
-        return compare_effects(count_effects(system, DOMAIN), expected)
-
-    missing, twice = eventually(lost_and_twice, lambda found: not any(found[0].values()), 180)
+    missing, twice = settled_effects(system, DOMAIN, expected, 180)
     recovered_after = time.monotonic() - back
     undelivered = {flow: len(system.undelivered(*flow)) for flow in FLOWS}
     figures = (

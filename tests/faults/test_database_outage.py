@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from tests.crm_run import eventually
 from tests.faults.single_worker import (
     ServiceProcesses,
-    eventually,
     queue_depth,
     service_processes,
 )
@@ -62,7 +62,7 @@ def test_consumer_waits_out_a_database_outage_without_dead_lettering_good_events
     conversions = LeadConversions(contacts.settings(), contacts.database())
     try:
         conversions.publish(10)
-        eventually(lambda: conversions.applied() == 10, APPLY_SECONDS, "events before")
+        eventually(lambda: conversions.applied() == 10, timeout=APPLY_SECONDS, what="events before")
 
         database_proxy.drop()
         conversions.publish(10)
@@ -70,7 +70,7 @@ def test_consumer_waits_out_a_database_outage_without_dead_lettering_good_events
         assert conversions.applied() == 10
         database_proxy.restore()
         conversions.publish(10)
-        eventually(lambda: conversions.applied() == 30, APPLY_SECONDS, "events after")
+        eventually(lambda: conversions.applied() == 30, timeout=APPLY_SECONDS, what="events after")
 
         settings = conversions.settings
         assert queue_depth(settings, settings.dead_letter_queue) == 0

@@ -19,10 +19,10 @@ import requests
 import sqlalchemy as sa
 
 from shared.testing import make_event
+from tests.crm_run import eventually
 from tests.faults.single_worker import (
     EventTap,
     ServiceProcesses,
-    eventually,
     publish_events,
     service_processes,
 )
@@ -117,14 +117,18 @@ def test_worker_reconnects_after_a_dropped_and_a_stalled_link_and_applies_each_e
     conversions = LeadConversions(contacts.settings(), contacts.database())
     try:
         conversions.publish(10)
-        eventually(lambda: conversions.applied() == 10, APPLY_SECONDS, "the first events")
+        eventually(
+            lambda: conversions.applied() == 10, timeout=APPLY_SECONDS, what="the first events"
+        )
 
         broker_proxy.drop()
         conversions.publish(10)  # queued by the broker while the worker cannot reach it
         time.sleep(2)
         assert conversions.applied() == 10
         broker_proxy.restore()
-        eventually(lambda: conversions.applied() == 20, APPLY_SECONDS, "events after the drop")
+        eventually(
+            lambda: conversions.applied() == 20, timeout=APPLY_SECONDS, what="events after the drop"
+        )
         contacts.wait_for_log("consumer lost the broker")
         contacts.wait_for_log('"consuming ', count=2)
 
@@ -133,7 +137,11 @@ def test_worker_reconnects_after_a_dropped_and_a_stalled_link_and_applies_each_e
         time.sleep(STALL_SECONDS)
         broker_proxy.restore()
         conversions.publish(10)
-        eventually(lambda: conversions.applied() == 40, APPLY_SECONDS, "events after the stall")
+        eventually(
+            lambda: conversions.applied() == 40,
+            timeout=APPLY_SECONDS,
+            what="events after the stall",
+        )
         contacts.wait_for_log('"consuming ', count=3)  # RabbitMQ gave up on the stalled link
 
         conversions.assert_each_applied_once()
@@ -151,7 +159,9 @@ def test_writes_taken_during_the_fault_are_published_once_the_link_is_back(
         writer = ContactWriter(contacts.start_api(through(broker_proxy, amqp_url)), settings)
 
         before = [writer.create("before")]
-        eventually(lambda: set(before) <= set(published(tap)), APPLY_SECONDS, "relay working")
+        eventually(
+            lambda: set(before) <= set(published(tap)), timeout=APPLY_SECONDS, what="relay working"
+        )
 
         broker_proxy.drop()
         dropped = [writer.create("dropped") for _ in range(5)]  # the api only writes its outbox
@@ -164,7 +174,9 @@ def test_writes_taken_during_the_fault_are_published_once_the_link_is_back(
         broker_proxy.restore()
 
         everything = set(before + dropped + stalled)
-        eventually(lambda: everything <= set(published(tap)), APPLY_SECONDS, "the outbox sent")
+        eventually(
+            lambda: everything <= set(published(tap)), timeout=APPLY_SECONDS, what="the outbox sent"
+        )
         events = published(tap)
         assert set(events) == everything
         assert all(len(ids) == 1 for ids in events.values())  # one event per write

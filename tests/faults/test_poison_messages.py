@@ -22,10 +22,10 @@ import sqlalchemy as sa
 from shared.deadletters import publish_raw
 from shared.events import Envelope
 from shared.testing import make_event
+from tests.crm_run import eventually
 from tests.faults.single_worker import (
     ServiceProcesses,
     crm,
-    eventually,
     publish_events,
     queue_depth,
     service_processes,
@@ -100,10 +100,14 @@ def test_each_poison_message_lands_in_the_dlq_with_its_reason_and_consuming_goes
         publish_raw_bodies(settings, [body for body, _, _ in POISON.values()] + [unknown_type])
         publish_events(settings, [bad_data, good])
 
-        eventually(lambda: tasks_with(db, good.data["task_id"]) == 1, SETTLE_SECONDS, "good")
+        eventually(
+            lambda: tasks_with(db, good.data["task_id"]) == 1, timeout=SETTLE_SECONDS, what="good"
+        )
         expected = len(POISON) + 1  # and the handler's refusal; the unknown type is ignored
         dlq = settings.dead_letter_queue
-        eventually(lambda: queue_depth(settings, dlq) == expected, SETTLE_SECONDS, "the DLQ")
+        eventually(
+            lambda: queue_depth(settings, dlq) == expected, timeout=SETTLE_SECONDS, what="the DLQ"
+        )
 
         letters = dead_letters(sales)
         assert len(letters) == expected
@@ -138,7 +142,9 @@ def test_replay_after_fixing_the_cause_applies_the_dead_letter_once(
         publish_events(settings, [orphan])
         publish_raw_bodies(settings, [hopeless])
         dlq = settings.dead_letter_queue
-        eventually(lambda: queue_depth(settings, dlq) == 2, SETTLE_SECONDS, "both dead")
+        eventually(
+            lambda: queue_depth(settings, dlq) == 2, timeout=SETTLE_SECONDS, what="both dead"
+        )
         [letter] = [letter for letter in dead_letters(sales) if orphan.id in letter["body"]]
         assert letter["reason"] == "permanent" and "No deal with this id" in letter["error"]
 
@@ -159,9 +165,13 @@ def test_replay_after_fixing_the_cause_applies_the_dead_letter_once(
         assert "2 dead letters replayed" in replayed.stdout
 
         task_id = orphan.data["task_id"]
-        eventually(lambda: tasks_with(db, task_id) == 1, SETTLE_SECONDS, "the replayed task")
+        eventually(
+            lambda: tasks_with(db, task_id) == 1, timeout=SETTLE_SECONDS, what="the replayed task"
+        )
         # What no fix can mend goes back to the DLQ (once: no endless loop).
-        eventually(lambda: queue_depth(settings, dlq) == 1, SETTLE_SECONDS, "hopeless back")
+        eventually(
+            lambda: queue_depth(settings, dlq) == 1, timeout=SETTLE_SECONDS, what="hopeless back"
+        )
         [back] = dead_letters(sales)
         assert back["reason"] == "malformed" and "not-json" in back["body"]
 

@@ -23,13 +23,13 @@ import requests
 from services.notifications.outcomes import SENDING_LEASE
 from services.notifications.sender import BATCH_SIZE, CLAIM_LEASE, SEND_GROUP
 from shared.events import utcnow
+from tests.crm_run import eventually
 from tests.faults.system import (
     System,
-    compare_effects,
     count_effects,
-    eventually,
     expected_effects,
     new_ticket,
+    settled_effects,
 )
 
 pytestmark = [pytest.mark.faults, pytest.mark.xdist_group("crm-faults")]
@@ -73,12 +73,7 @@ def kill_when(
 
 
 def assert_each_effect_once(system: System, domain: str, tickets: list[str]) -> None:
-    expected = expected_effects([], tickets)
-
-    def lost_and_twice() -> tuple[dict[str, int], dict[str, int]]:
-        return compare_effects(count_effects(system, domain), expected)
-
-    missing, twice = eventually(lost_and_twice, lambda found: not any(found[0].values()), 90)
+    missing, twice = settled_effects(system, domain, expected_effects([], tickets), 90)
     assert not any(missing.values()), f"effects missing: {missing}"
     assert not any(twice.values()), f"effects duplicated: {twice}"
     dead = {name: system.dead_letters(name) for name in system.consumers()}
@@ -123,11 +118,12 @@ def messages_of(system: System, domain: str) -> dict[str, tuple[str, datetime | 
     }
 
 
-def _aware(stored: str | None) -> datetime | None:
-    """A datetime SQLite gave back as text (naive: UTC by the services' convention)."""
+def _aware(stored: str | datetime | None) -> datetime | None:
+    """A stored moment as an aware datetime (SQLite gives naive text: UTC by the services'
+    convention; PostgreSQL a datetime)."""
     if stored is None:
         return None
-    moment = datetime.fromisoformat(stored)
+    moment = stored if isinstance(stored, datetime) else datetime.fromisoformat(stored)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
