@@ -26,6 +26,7 @@ from shared.db import Database
 from shared.events import Envelope, parse_envelope, utcnow
 from shared.logs import correlation_id
 from shared.metrics import EVENTS_CONSUMED
+from shared.producers import source_refusal
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,7 @@ class _Delivery:
     failure: tuple[str, str] | None = None  # (reason, error text)
     duplicate: bool = field(default=False)
     outcome: str = ""  # of a failure: retried or dead_lettered
+    routing_key: str | None = None  # as published to the events exchange (None: a retry)
 
 
 class EventConsumer:
@@ -247,7 +249,10 @@ class EventConsumer:
                 return
 
     def _on_message(self, _channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        self._pending.append(_Delivery(method.delivery_tag, properties, body))
+        delivery = _Delivery(method.delivery_tag, properties, body)
+        if method.exchange == self.settings.exchange:  # the key the broker authorised
+            delivery.routing_key = method.routing_key
+        self._pending.append(delivery)
 
     def _handle(self, batch: list[_Delivery], channel: Any, confirms: Any, connection: Any) -> None:
         """Apply a batch, send its failures on (confirmed), then ack all of it at once."""
@@ -303,6 +308,11 @@ class EventConsumer:
             return False
         if not self._handlers_for(delivery.envelope.type):
             log.debug("ignoring event type %s", delivery.envelope.type)
+            return False
+        # Before any handler trusts the event: who may publish it, under which key.
+        refusal = source_refusal(delivery.envelope, delivery.routing_key)
+        if refusal:
+            delivery.failure = ("forbidden_source", refusal)
             return False
         return True
 

@@ -18,10 +18,22 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str =
         time.sleep(0.02)
 
 
-def make_event(event_type: str, data: dict[str, Any], source: str = "test", **fields: Any) -> Any:
-    """An envelope as another service would publish it (a fresh id and aggregate id)."""
-    from shared.events import Envelope
+def make_event(
+    event_type: str, data: dict[str, Any], source: str | None = None, **fields: Any
+) -> Any:
+    """An envelope as another service would publish it (a fresh id and aggregate id).
 
+    The source defaults to the type's producer (shared.producers), so the consumer, which
+    dead-letters a source that may not publish the type, takes it; "test" if it has none.
+    """
+    from shared.events import Envelope
+    from shared.producers import INTEGRATION, allowed_producers
+
+    if source is None:
+        producers = sorted(
+            allowed_producers(event_type), key=lambda name: (name == INTEGRATION, name)
+        )
+        source = producers[0] if producers else "test"
     fields.setdefault("aggregate_id", str(uuid.uuid4()))
     return Envelope(type=event_type, source=source, data=data, **fields)
 

@@ -20,7 +20,7 @@ from shared.events import Envelope
 from shared.worker import run_worker
 
 SERVICE = "sigtermtest"
-SLOW = "slow.handled"
+SLOW = "note.created"  # a real type: the consumer takes it only from its producer
 HANDLER_SECONDS = 1.0
 
 

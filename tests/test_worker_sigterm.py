@@ -55,7 +55,7 @@ def test_sigterm_finishes_the_message_in_hand_acks_it_and_exits_0(
     db = Database(SERVICE, url, metadata())
     db.create_all()
     prepare_queues(settings, [SLOW])
-    event = Envelope(SLOW, "tests", "a1", {})
+    event = Envelope(SLOW, "contacts", "a1", {})
     publish_raw(settings, SLOW, event.to_json())
     calls = tmp_path / "calls"
     env = {

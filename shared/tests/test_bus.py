@@ -22,7 +22,9 @@ from shared.events import Envelope
 from shared.testing import wait_until
 from shared.tests.tcp_proxy import TcpProxy
 
-COUNTED = "counter.incremented"
+# A real type from its real producer: the consumer refuses a source the type may not have.
+COUNTED = "note.created"
+PRODUCER = "contacts"
 
 
 def counters_metadata() -> sa.MetaData:
@@ -55,7 +57,7 @@ def count(db: Database, name: str) -> int:
 
 def event_body(name: str, **extra: object) -> bytes:
     return json.dumps(
-        {**Envelope(COUNTED, "tests", name, {"name": name}).to_dict(), **extra}
+        {**Envelope(COUNTED, PRODUCER, name, {"name": name}).to_dict(), **extra}
     ).encode()
 
 
@@ -240,13 +242,45 @@ def test_a_handler_for_every_event_sees_each_type_after_its_own_handler(
     from shared.bus import ALL_EVENTS
 
     def count_everything(session: Session, envelope: Envelope) -> None:
-        increment(session, Envelope(COUNTED, "tests", "all", {"name": f"all:{envelope.type}"}))
+        increment(session, Envelope(COUNTED, PRODUCER, "all", {"name": f"all:{envelope.type}"}))
 
-    other = json.dumps({**json.loads(event_body("x")), "type": "thing.happened"})
+    other = json.dumps({**json.loads(event_body("x")), "type": "note.deleted"})
     with consuming(settings, db, {COUNTED: increment, ALL_EVENTS: count_everything}):
         publish_raw(settings, COUNTED, event_body("own"))
-        publish_raw(settings, "thing.happened", other.encode())
-        wait_until(lambda: count(db, "all:thing.happened") == 1)
+        publish_raw(settings, "note.deleted", other.encode())
+        wait_until(lambda: count(db, "all:note.deleted") == 1)
         wait_until(lambda: count(db, f"all:{COUNTED}") == 1)
         assert count(db, "own") == 1
     assert list_dead_letters(settings) == []
+
+
+def test_an_event_from_a_source_that_may_not_publish_its_type_is_dead_lettered(
+    settings: Settings, db: Database
+) -> None:
+    forged = json.dumps({**json.loads(event_body("forged")), "source": "marketing"})
+    with consuming(settings, db, {COUNTED: increment}):
+        publish_raw(settings, COUNTED, forged.encode())
+        publish_raw(settings, COUNTED, event_body("after"))
+        wait_until(lambda: count(db, "after") == 1)
+        wait_until(lambda: queue_depth(settings, settings.dead_letter_queue) == 1)
+    assert count(db, "forged") == 0
+    (letter,) = list_dead_letters(settings)
+    assert letter.reason == "forbidden_source"
+    assert "'marketing' may not publish note.created" in (letter.error or "")
+    with db.session() as session:  # never claimed in the inbox: a replay is judged afresh
+        assert session.scalar(sa.select(sa.func.count()).select_from(db.inbox)) == 1
+
+
+def test_a_type_nobody_may_publish_is_dead_lettered_by_a_handler_of_every_event(
+    settings: Settings, db: Database
+) -> None:
+    from shared.bus import ALL_EVENTS
+
+    invented = json.dumps({**json.loads(event_body("x")), "type": "contact.invented"})
+    with consuming(settings, db, {COUNTED: increment, ALL_EVENTS: increment}):
+        publish_raw(settings, "contact.invented", invented.encode())
+        publish_raw(settings, COUNTED, event_body("after"))
+        wait_until(lambda: count(db, "after") == 2)  # its own handler, then the one for all
+        wait_until(lambda: queue_depth(settings, settings.dead_letter_queue) == 1)
+    assert count(db, "x") == 0
+    assert [letter.reason for letter in list_dead_letters(settings)] == ["forbidden_source"]

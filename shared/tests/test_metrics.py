@@ -24,7 +24,8 @@ from shared.metrics import BacklogCollector, serve_worker_metrics, worker_metric
 from shared.outbox import record_event
 from shared.testing import consuming_worker, make_event, wait_until
 
-NOTED = "note.written"
+# A real type of its real producer (the consumer checks the source); its label is "contacts".
+NOTED = "note.created"
 
 
 def sample(name: str, **labels: str) -> float:
@@ -64,7 +65,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def db(tmp_path) -> Iterator[Database]:
-    database = Database("metered", f"sqlite:///{tmp_path / 'metered.db'}", notes_metadata())
+    database = Database("contacts", f"sqlite:///{tmp_path / 'metered.db'}", notes_metadata())
     database.create_all()
     yield database
     database.dispose()
@@ -72,11 +73,11 @@ def db(tmp_path) -> Iterator[Database]:
 
 @pytest.fixture
 def settings(make_settings: Callable[..., Settings]) -> Settings:
-    return make_settings("metered")
+    return make_settings("contacts")
 
 
 def test_publishing_and_consuming_move_the_event_counters(settings: Settings, db: Database):
-    published = sample("crm_events_published_total", service="metered", type=NOTED)
+    published = sample("crm_events_published_total", service="contacts", type=NOTED)
     handled = consumed(settings, NOTED, "handled")
     duplicate = consumed(settings, NOTED, "duplicate")
     with consuming_worker(settings, db, {NOTED: remember}):
@@ -84,11 +85,11 @@ def test_publishing_and_consuming_move_the_event_counters(settings: Settings, db
             record_event(session, NOTED, "n1", {})
         wait_until(lambda: noted(db) == 1, what="for the event to be handled")
         wait_until(lambda: consumed(settings, NOTED, "handled") == handled + 1)
-        again = make_event(NOTED, {}).to_json()
+        again = make_event(NOTED, {}, source="contacts").to_json()
         publish_raw(settings, NOTED, again)
         publish_raw(settings, NOTED, again)
         wait_until(lambda: consumed(settings, NOTED, "duplicate") == duplicate + 1)
-    assert sample("crm_events_published_total", service="metered", type=NOTED) == published + 1
+    assert sample("crm_events_published_total", service="contacts", type=NOTED) == published + 1
     assert consumed(settings, NOTED, "handled") == handled + 2
 
 
@@ -104,7 +105,7 @@ def test_poison_and_failing_messages_count_as_retried_then_dead_lettered(
     with consuming_worker(settings, db, {NOTED: broken}):
         publish_raw(settings, NOTED, b"not json at all")
         wait_until(lambda: consumed(settings, "malformed", "dead_lettered") == malformed + 1)
-        publish_raw(settings, NOTED, make_event(NOTED, {}).to_json())
+        publish_raw(settings, NOTED, make_event(NOTED, {}, source="contacts").to_json())
         wait_until(lambda: consumed(settings, NOTED, "dead_lettered") == dead + 1)
     assert consumed(settings, NOTED, "retried") == retried + len(settings.retry_delays)
 
@@ -186,7 +187,7 @@ def test_the_worker_metrics_port_defaults_to_the_api_port_plus_1000(monkeypatch)
 
 def test_the_worker_serves_its_counters(settings: Settings, monkeypatch):
     port = free_port()
-    monkeypatch.setenv("CRM_METERED_WORKER_METRICS_PORT", str(port))
+    monkeypatch.setenv("CRM_CONTACTS_WORKER_METRICS_PORT", str(port))
     server = serve_worker_metrics(settings)
     assert server is not None
     try:
@@ -203,7 +204,7 @@ def test_a_taken_worker_metrics_port_is_a_warning_not_a_crash(settings, monkeypa
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        monkeypatch.setenv("CRM_METERED_WORKER_METRICS_PORT", str(taken.getsockname()[1]))
+        monkeypatch.setenv("CRM_CONTACTS_WORKER_METRICS_PORT", str(taken.getsockname()[1]))
         with caplog.at_level(logging.WARNING, logger="shared.metrics"):
             assert serve_worker_metrics(settings) is None
     assert "worker metrics not served" in caplog.text

@@ -31,7 +31,7 @@ def test_a_worker_relays_consumes_and_ticks_until_stopped(
 ) -> None:
     metadata = sa.MetaData()
     seen = sa.Table("seen", metadata, sa.Column("event_id", sa.String(36), primary_key=True))
-    db = Database("tests", database_url, metadata)
+    db = Database("contacts", database_url, metadata)  # a real producer of note.created
     db.create_all()
     ticks = threading.Event()
 
@@ -39,16 +39,16 @@ def test_a_worker_relays_consumes_and_ticks_until_stopped(
         session.execute(seen.insert().values(event_id=envelope.id))
 
     worker = ServiceWorker(
-        make_settings("tests"),
+        make_settings("contacts"),
         db,
-        {"note.written": remember},
+        {"note.created": remember},
         timers=[Timer(0.05, ticks.set, "tick")],
     )
     thread = worker.start()
     try:
         assert worker.consumer.consuming.wait(10)
         with db.session() as session:
-            event_id = record_event(session, "note.written", "n1", {})
+            event_id = record_event(session, "note.created", "n1", {})
 
         def applied() -> bool:
             with db.session() as session:
