@@ -136,7 +136,12 @@ def load_settings(service: str, environ: Mapping[str, str] | None = None) -> Set
         service=service,
         data_dir=data_dir,
         database_url=_env(env, f"{service.upper()}_DATABASE_URL", default_db),
-        amqp_url=_env(env, "CRM_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
+        # A service's own broker user (only its routing keys: shared.producers) wins.
+        amqp_url=_env(
+            env,
+            f"{service.upper()}_AMQP_URL",
+            _env(env, "CRM_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
+        ),
         amqp_prefix=_env(env, "CRM_AMQP_PREFIX", ""),
         env=_env(env, "CRM_ENV", DEVELOPMENT).strip().lower(),
         jwt_secret=_env(env, "CRM_JWT_SECRET", ""),
