@@ -21,7 +21,9 @@ from itsdangerous import URLSafeSerializer
 from services.marketing import unsubscribe
 from services.notifications import tracking, webhooks
 from services.notifications.models import tracked_link_id
+from services.support import csat
 from shared.config import load_settings
+from shared.page_checks import page_problems
 from tests.crm_run import eventually
 from tests.security.conftest import (
     JWT_SECRET,
@@ -206,6 +208,34 @@ def test_a_forged_open_pixel_answers_the_gif_and_counts_nothing(system, users, t
         lambda: _message(system, users, message_id), lambda m: (m.get("open_count") or 0) == 1
     )
     assert counted["open_count"] == 1
+
+
+# --- the CSAT link --------------------------------------------------------------------------
+
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+def test_the_csat_link_is_a_strict_page_that_records_only_a_post_once(system, users):
+    support = users["support"]
+    body = {"subject": "Printer on fire", "requester": {"email": "kay@customer.example"}}
+    ticket = made(support.post(f"{system.api}/tickets", json=body))
+    made(support.patch(f"{system.api}/tickets/{ticket['id']}", json={"status": "resolved"}))
+    settings = load_settings("support").with_overrides(jwt_secret=JWT_SECRET)
+    link = f"{system.api}/csat/{csat.csat_token(settings, ticket['id'])}"
+    rating = f"{system.api}/tickets/{ticket['id']}/csat"
+
+    for url in (link, f"{link}?rating=5"):  # a mail scanner following the email's links
+        page = requests.get(url, headers=BROWSER, timeout=TIMEOUT)
+        assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+        policy = page.headers["Content-Security-Policy"]
+        assert policy.startswith("default-src 'none'") and "script-src" not in policy
+        assert page_problems(page.text, policy) == []
+    assert support.get(rating).status_code == 404  # nothing recorded
+    first = requests.post(link, data={"rating": "5"}, headers=BROWSER, timeout=TIMEOUT)
+    assert first.status_code == 200 and "Thank you" in first.text
+    second = requests.post(link, data={"rating": "1"}, headers=BROWSER, timeout=TIMEOUT)
+    assert second.status_code == 409 and "already been rated" in second.text
+    assert support.get(rating).json()["rating"] == 5
 
 
 # --- the lead form -------------------------------------------------------------------------
