@@ -41,12 +41,17 @@ BUILTIN_GROUPS = {"v1", "apps/v1", "batch/v1", "autoscaling/v2", "policy/v1"}
 OPERATOR_KINDS = {
     ("rabbitmq.com/v1beta1", "RabbitmqCluster"),
     ("postgresql.cnpg.io/v1", "Cluster"),
+    ("rabbitmq.com/v1beta1", "User"),
+    ("rabbitmq.com/v1beta1", "Permission"),
+    ("rabbitmq.com/v1beta1", "TopicPermission"),
 }
 # Secrets the operators generate, with the keys they write (CloudNativePG pkg/specs/secrets.go,
 # RabbitMQ cluster-operator internal/resource/default_user_secret.go).
 CNPG_APP_KEYS = {"username", "user", "password", "dbname", "host", "port", "pgpass", "uri"}
 CNPG_APP_KEYS |= {"jdbc-uri", "fqdn-uri", "fqdn-jdbc-uri"}
 RABBITMQ_USER_KEYS = {"username", "password", "host", "port", "provider", "type"}
+# The Messaging Topology Operator's Secret of a User it made (`<user>-user-credentials`).
+TOPOLOGY_USER_KEYS = {"username", "password"}
 # Variables no Python module of the CRM reads, each for a stated reason.
 ALLOWED_EXTRA_ENV = {
     "PYTHONUNBUFFERED": "the interpreter: log lines leave at once",
@@ -341,6 +346,8 @@ def operator_secrets(docs: list[dict[str, Any]]) -> dict[str, set[str]]:
     secrets = {f"{d['metadata']['name']}-app": CNPG_APP_KEYS for d in find_all(docs, "Cluster")}
     for cluster in find_all(docs, "RabbitmqCluster"):
         secrets[f"{cluster['metadata']['name']}-default-user"] = RABBITMQ_USER_KEYS
+    for user in find_all(docs, "User"):
+        secrets[f"{user['metadata']['name']}-user-credentials"] = TOPOLOGY_USER_KEYS
     return secrets
 
 
@@ -424,8 +431,10 @@ def test_database_and_broker_urls_come_from_the_operators_secrets(
         assert amqp.startswith("amqp://$(CRM_AMQP_USERNAME):$(CRM_AMQP_PASSWORD)@"), key(doc)
         assert amqp.split("@", 1)[1].startswith(f"{broker}:5672/"), key(doc)
         for part in ("USERNAME", "PASSWORD"):
+            # Its own user, allowed only its routing keys: never the operator's admin.
             ref = env[f"CRM_AMQP_{part}"]["valueFrom"]["secretKeyRef"]
-            assert ref == {"name": f"{broker}-default-user", "key": part.lower()}
+            assert ref == {"name": f"{service}-broker-user-credentials", "key": part.lower()}
+            assert find(base, "User", f"{service}-broker")
 
 
 class RecordingEnviron(dict[str, str]):
@@ -621,3 +630,31 @@ def test_the_production_overlay_pins_scales_and_drops_the_template(
     config = find(production, "ConfigMap", "crm-config")["data"]
     assert config["CRM_TRUSTED_PROXIES"] == "1"
     assert config.keys() == find(base, "ConfigMap", "crm-config")["data"].keys()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_has_its_own_broker_user_limited_to_its_routing_keys(
+    base: list[dict[str, Any]], service: str
+) -> None:
+    from shared.broker_users import broker_permissions
+
+    allowed = broker_permissions(service)
+    name = f"{service}-broker"
+    cluster = {"name": find_all(base, "RabbitmqCluster")[0]["metadata"]["name"]}
+    assert find(base, "User", name)["spec"]["rabbitmqClusterReference"] == cluster
+    permission = find(base, "Permission", name)["spec"]
+    assert permission["userReference"] == {"name": name} and permission["vhost"] == "/"
+    assert permission["rabbitmqClusterReference"] == cluster
+    assert permission["permissions"] == {
+        "configure": allowed.configure,
+        "write": allowed.write,
+        "read": allowed.read,
+    }
+    topic = find(base, "TopicPermission", name)["spec"]
+    assert topic["userReference"] == {"name": name} and topic["vhost"] == "/"
+    assert topic["rabbitmqClusterReference"] == cluster
+    assert topic["permissions"] == {
+        "exchange": allowed.exchange,
+        "write": allowed.topic_write,
+        "read": allowed.topic_read,
+    }

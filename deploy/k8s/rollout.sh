@@ -12,6 +12,8 @@ APPS='app.kubernetes.io/component in (api,worker,migrate,bootstrap)'
 kubectl apply -k "$DIR" -l "app.kubernetes.io/component notin (api,worker,migrate,bootstrap)"
 kubectl -n "$NS" wait --for=condition=Ready cluster.postgresql.cnpg.io --all --timeout="$TIMEOUT"
 kubectl -n "$NS" wait --for=condition=AllReplicasReady rabbitmqcluster --all --timeout="$TIMEOUT"
+# Each service's own broker user (and its credentials Secret) before anything connects.
+kubectl -n "$NS" wait --for=condition=Ready users.rabbitmq.com --all --timeout="$TIMEOUT"
 
 # 2. Migrations (and queue declarations) of the new release, before any new pod starts.
 #    A Job's pod template is immutable: the previous release's finished Jobs go first.
