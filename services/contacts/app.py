@@ -29,6 +29,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the contacts API: settings, database, shared conventions, blueprints."""
     from services.contacts.api import contacts_api
     from services.contacts.companies_api import companies_api
+    from services.contacts.subject_export import subject_export_api
     from services.contacts.timeline_api import timeline_api
     from services.contacts.transfer_api import transfer_api
 
@@ -45,4 +46,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(contacts_api)
     app.register_blueprint(timeline_api)
     app.register_blueprint(companies_api)
+    app.register_blueprint(subject_export_api)
     return app

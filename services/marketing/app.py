@@ -25,6 +25,7 @@ BLUEPRINTS = (
     "services.marketing.campaigns_api:campaigns_api",
     "services.marketing.automations_api:automations_api",
     "services.marketing.reports_api:reports_api",
+    "services.marketing.subject_export:subject_export_api",
 )
 
 

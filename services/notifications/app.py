@@ -30,6 +30,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the notifications API. The tracking paths (/t/...) are outside /api: public."""
     from services.notifications.messages_api import messages_api
     from services.notifications.reminders_api import reminders_api
+    from services.notifications.subject_export import subject_export_api
     from services.notifications.templates_api import templates_api
     from services.notifications.tracking_api import tracking_api
     from services.notifications.webhooks_api import webhooks_api
@@ -45,6 +46,13 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     init_openapi(app)  # GET /openapi.json, merged by the gateway
     # A task's reminder is the task's owner's, like the task (sales works only its own).
     scope_to_owner(app, db, (Reminder,), ("/api/v1/reminders",))
-    for blueprint in (templates_api, messages_api, reminders_api, webhooks_api, tracking_api):
+    for blueprint in (
+        templates_api,
+        messages_api,
+        reminders_api,
+        webhooks_api,
+        tracking_api,
+        subject_export_api,
+    ):
         app.register_blueprint(blueprint)
     return app

@@ -40,6 +40,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from services.sales.pipelines_api import pipelines_api
     from services.sales.reports_api import reports_api
     from services.sales.scoring_api import scoring_api
+    from services.sales.subject_export import subject_export_api
     from services.sales.tasks_api import tasks_api
 
     settings = make_settings(test_config)
@@ -63,6 +64,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         deals_api,
         tasks_api,
         reports_api,
+        subject_export_api,
     ):
         app.register_blueprint(blueprint)
     return app

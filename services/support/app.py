@@ -32,6 +32,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from services.support.csat_api import csat_api
     from services.support.policies_api import policies_api
     from services.support.reports_api import reports_api
+    from services.support.subject_export import subject_export_api
     from services.support.tickets_api import tickets_api
 
     settings = make_settings(test_config)
@@ -43,6 +44,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     protect(app, settings, public_prefixes=PUBLIC_PREFIXES)
     init_idempotency(app)  # after protect: answers are kept per caller
     init_openapi(app, public_prefixes=PUBLIC_PREFIXES)  # GET /openapi.json, merged by the gateway
-    for blueprint in (tickets_api, policies_api, csat_api, reports_api):
+    for blueprint in (tickets_api, policies_api, csat_api, reports_api, subject_export_api):
         app.register_blueprint(blueprint)
     return app
