@@ -39,6 +39,9 @@ SUPPORT = Rule(EVERYONE, _roles("support"))
 MARKETING = Rule(EVERYONE, _roles("marketing"))
 READ_ONLY = Rule(EVERYONE, frozenset())
 ADMIN_ONLY = Rule(ADMIN, ADMIN)
+# Acts on a person's data as a whole (the subject access export): admins only for now; a
+# privacy officer's role, when there is one, joins here and in the services' checks.
+PRIVACY = ADMIN_ONLY
 
 RULES: dict[str, Rule] = {
     # The gateway's own.
@@ -75,11 +78,22 @@ RULES: dict[str, Rule] = {
     "/api/v1/suppressions": MARKETING,
     "/api/v1/campaigns": MARKETING,
     "/api/v1/automations": MARKETING,
+    # Each service's export of one person, which the gateway's export composes.
+    "/api/v1/subject-exports": PRIVACY,
+}
+# One action on one record outranks its prefix's rule: (prefix, the path's last segment).
+ACTION_RULES: dict[tuple[str, str], Rule] = {
+    ("/api/v1/customers", "export"): PRIVACY,  # /customers/{id}/export
 }
 
 
 def rule_for(path: str) -> Rule | None:
-    """The rule of the longest prefix `path` lies under (a whole segment), or None."""
+    """The rule of the action `path` names, else of the longest prefix it lies under (a
+    whole segment), or None."""
+    record, _, action = path.rstrip("/").rpartition("/")
+    for (prefix, last), rule in ACTION_RULES.items():
+        if action == last and record.startswith(prefix + "/"):
+            return rule
     best = None
     for prefix, rule in RULES.items():
         if path == prefix or path.startswith(prefix + "/"):

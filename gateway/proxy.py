@@ -59,6 +59,12 @@ ROUTES: dict[str, str] = {
     "/api/v1/campaigns": "marketing",
     "/api/v1/automations": "marketing",
     "/api/v1/reports/marketing": "marketing",
+    # Each service's export of one person (admin only), composed by /customers/{id}/export.
+    "/api/v1/subject-exports/contacts": "contacts",
+    "/api/v1/subject-exports/sales": "sales",
+    "/api/v1/subject-exports/support": "support",
+    "/api/v1/subject-exports/marketing": "marketing",
+    "/api/v1/subject-exports/notifications": "notifications",
 }
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]

@@ -1,13 +1,15 @@
-"""The gateway's composed views over HTTP: the customer view and the dashboard.
+"""The gateway's composed views over HTTP: the customer view, its export and the dashboard.
 
-Both ask the services themselves (gateway/fanout.py), with the caller's credentials, so
-each service applies its own rules; any authenticated role may read them.
+Each asks the services themselves (gateway/fanout.py), with the caller's credentials, so
+each service applies its own rules; any authenticated role may read the view and the
+dashboard, only an admin the subject access export.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import replace
 from datetime import date
 from typing import Any
 
@@ -18,7 +20,16 @@ from gateway.customer_view import compose_customer
 from gateway.dashboard import MAX_DAYS, Period, compose_dashboard
 from gateway.fanout import Fanout, ServiceClient
 from gateway.proxy import HTTP_SESSION, upstream_headers
+from gateway.subject_export import (
+    EXPORT_RESPONSES,
+    EXPORT_TIMEOUT_SECONDS,
+    compose_export,
+    export_response,
+)
+from shared.auth import require_role
 from shared.events import utcnow
+from shared.openapi import documented
+from shared.subject_export import checked_contact_id
 from shared.web import REQUEST_ID_HEADER, current_settings, invalid
 
 views_api = Blueprint("gateway_views", __name__, url_prefix="/api/v1")
@@ -59,6 +70,16 @@ def customer(contact_id: uuid.UUID) -> Response:
     """One customer as every service sees it; `unavailable` names the services missing."""
     with Fanout(service_client()) as fanout:
         return jsonify(compose_customer(fanout, str(contact_id)))
+
+
+@views_api.get("/customers/<contact_id>/export")
+@documented(responses=EXPORT_RESPONSES)
+def customer_export(contact_id: str) -> Response:
+    """Everything every service holds on one person (admin only), as a JSON attachment."""
+    require_role()  # no role but admin (gateway/permissions.py says so too)
+    client = replace(service_client(), timeout=EXPORT_TIMEOUT_SECONDS)
+    with Fanout(client) as fanout:
+        return export_response(compose_export(fanout, checked_contact_id(contact_id)))
 
 
 @views_api.get("/dashboard")

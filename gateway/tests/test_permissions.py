@@ -58,6 +58,11 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
     "/api/v1/suppressions": (ALL, _and_admin("marketing")),
     "/api/v1/campaigns": (ALL, _and_admin("marketing")),
     "/api/v1/automations": (ALL, _and_admin("marketing")),
+    "/api/v1/subject-exports/contacts": (ADMIN, ADMIN),
+    "/api/v1/subject-exports/sales": (ADMIN, ADMIN),
+    "/api/v1/subject-exports/support": (ADMIN, ADMIN),
+    "/api/v1/subject-exports/marketing": (ADMIN, ADMIN),
+    "/api/v1/subject-exports/notifications": (ADMIN, ADMIN),
 }
 # The gateway's own routes (answered by the gateway, not forwarded).
 OWN: dict[str, tuple[set[str], set[str]]] = {
@@ -83,7 +88,8 @@ def test_every_forwarded_route_has_a_row_in_the_table():
     public = {prefix for prefix in ROUTES if prefix.startswith(PUBLIC_PREFIXES) or prefix == "/t"}
     public |= {p for p in ROUTES if any((p + "/").startswith(x) for x in PUBLIC_PREFIXES)}
     assert set(ROUTES) - public <= set(EXPECTED)
-    assert set(EXPECTED) | set(OWN) >= {p for p in RULES if p != "/api/v1/reports"}
+    covered = {p for p in RULES if p not in ("/api/v1/reports", "/api/v1/subject-exports")}
+    assert set(EXPECTED) | set(OWN) >= covered
 
 
 @pytest.mark.parametrize("prefix", sorted(EXPECTED))
@@ -122,6 +128,13 @@ def test_the_gateways_own_routes_follow_the_table_too(prefix):
         assert allowed(role, "GET", f"{prefix}/{ID}") is (role in readers), (role, prefix)
         for method in WRITES:
             assert allowed(role, method, prefix) is (role in writers), (role, method, prefix)
+
+
+def test_only_an_admin_may_export_a_customer_whom_every_role_may_view():
+    for role in ROLES:
+        assert allowed(role, "GET", f"/api/v1/customers/{ID}/export") is (role == "admin"), role
+        assert allowed(role, "GET", f"/api/v1/customers/{ID}/export/") is (role == "admin"), role
+        assert allowed(role, "GET", f"/api/v1/customers/{ID}"), role
 
 
 def test_a_viewer_asking_for_users_is_refused_before_anything_else(gateway):
