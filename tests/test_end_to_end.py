@@ -378,16 +378,22 @@ def test_mail_goes_out_through_the_smtp_catcher_once_and_is_tracked(system, tmp_
     assert len(found) == 2, [letter["Subject"] for letter in found]
     csat = found[1]
     html = csat.get_body(("html",)).get_content()
-    [click] = re.findall(r'href="(http[^"]*/t/c/[^"]+)"', html)
+    clicks = re.findall(r'href="(http[^"]*/t/c/[^"]+)"', html)
+    assert len(clicks) == 6  # one link per score, and the rating page's
     [pixel] = re.findall(r'src="(http[^"]*/t/o/[^"]+\.gif)"', html)
 
     opened = requests.get(pixel, timeout=TIMEOUT)  # no login: a mail client fetches it
     assert opened.status_code == 200 and opened.headers["Content-Type"] == "image/gif"
     [event] = tap.wait_for("email.opened")
+    click = clicks[4]  # "5 - Excellent"
     redirect = requests.get(click, allow_redirects=False, timeout=TIMEOUT)
     assert redirect.status_code == 302
     assert redirect.headers["Location"].startswith(f"{api}/csat/")
+    assert redirect.headers["Location"].endswith("?rating=5")
     tap.wait_for("email.clicked")
+    browser = {"Accept": "text/html,*/*;q=0.8"}
+    page = requests.get(redirect.headers["Location"], headers=browser, timeout=TIMEOUT)
+    assert page.status_code == 200 and 'value="5" checked' in page.text
     forged = requests.get(click[:-4] + "AAAA", allow_redirects=False, timeout=TIMEOUT)
     assert forged.status_code == 404 and "Location" not in forged.headers
 
