@@ -11,40 +11,42 @@ import itertools
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pika
 import pytest
 import requests
-import sqlalchemy as sa
 
-from tests.crm_run import free_ports, internal_url, running_crm
+from tests.crm_run import free_ports, internal_url, running_crm, service_schemas
+from tests.fuzz.database_state import DatabaseState
 from tests.fuzz.system import TIMEOUT, System, sign_in, system_environment
 
 _runs = itertools.count()
+HERE = Path(__file__).parent
+# Seconds a fuzz test may run (pyproject's limit is for ordinary tests): thousands of
+# requests through the whole system on two shared cores.
+FUZZ_TEST_TIMEOUT = 900
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.timeout(FUZZ_TEST_TIMEOUT))
 
 
 @pytest.fixture(scope="package")
 def service_databases(postgres_run_url: str) -> Iterator[dict[str, str]]:
     """A PostgreSQL schema per service in the run's database, dropped afterwards."""
-    from shared.cli import SERVICES
+    with service_schemas(postgres_run_url, f"fuzz{next(_runs)}_{uuid.uuid4().hex[:6]}") as urls:
+        yield urls
 
-    engine = sa.create_engine(postgres_run_url, isolation_level="AUTOCOMMIT")
-    tag = f"fuzz{next(_runs)}_{uuid.uuid4().hex[:6]}"
-    schemas = {name: f"{tag}_{name}" for name in SERVICES}
-    with engine.connect() as connection:
-        for schema in schemas.values():
-            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = sa.make_url(postgres_run_url)
-    yield {
-        name: url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-            hide_password=False
-        )
-        for name, schema in schemas.items()
-    }
-    with engine.connect() as connection:
-        for schema in schemas.values():
-            connection.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    engine.dispose()
+
+@pytest.fixture(scope="package")
+def database_state(service_databases: dict[str, str]) -> Iterator[DatabaseState]:
+    """Row counts of every service's tables, for proving a refused request changed nothing."""
+    state = DatabaseState(service_databases)
+    yield state
+    state.dispose()
 
 
 @pytest.fixture(scope="package")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import requests
 
-from tests.crm_run import crm_run_environment
+from tests.crm_run import crm_run_environment, database_settings
 
 ADMIN_EMAIL, ADMIN_PASSWORD = "fuzz-admin@example.com", "fuzz admin password"
 TIMEOUT = 30
@@ -35,7 +35,7 @@ def system_environment(
         ports,
         data_dir,
         *amqp,
-        **{f"{name.upper()}_DATABASE_URL": url for name, url in databases.items()},
+        **database_settings(databases),
         CRM_ADMIN_EMAIL=ADMIN_EMAIL,
         CRM_ADMIN_PASSWORD=ADMIN_PASSWORD,
         CRM_RATE_LIMITS="off",
