@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -89,7 +90,7 @@ def _put(api: str, path: str, body: dict[str, Any]) -> None:
     import requests
 
     parts = urlsplit(api)
-    base = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+    base = parts._replace(netloc=f"{parts.hostname}" + (f":{parts.port}" if parts.port else ""))
     auth = (unquote(parts.username or ""), unquote(parts.password or ""))
     answer = requests.put(f"{base.geturl().rstrip('/')}{path}", json=body, auth=auth, timeout=10)
     answer.raise_for_status()
@@ -129,8 +130,23 @@ def create_service_users(api: str, environ: Mapping[str, str]) -> list[str]:
     return made
 
 
-if __name__ == "__main__":  # Compose's one-shot `broker-users`
-    api = os.environ.get("CRM_RABBITMQ_ADMIN_URL", "")
+def main(environ: Mapping[str, str] = os.environ, attempts: int = 30) -> None:
+    """Compose's one-shot `broker-users`: make the users once the management API answers."""
+    import requests
+
+    api = environ.get("CRM_RABBITMQ_ADMIN_URL", "")
     if not api:
         sys.exit("set CRM_RABBITMQ_ADMIN_URL (http://admin:password@rabbitmq:15672)")
-    print("broker users:", ", ".join(create_service_users(api, os.environ)) or "none")
+    for attempt in range(1, attempts + 1):
+        try:
+            made = create_service_users(api, environ)
+            break
+        except requests.ConnectionError:  # the broker is up, its management plugin not yet
+            if attempt == attempts:
+                raise
+            time.sleep(2)
+    print("broker users:", ", ".join(made) or "none")  # a one-shot's only output
+
+
+if __name__ == "__main__":
+    main()

@@ -226,7 +226,7 @@ def test_every_dependency_exists_with_the_right_condition():
     for name, svc in services().items():
         for target, condition in depends_on(svc).items():
             assert target in names, f"{name} depends on unknown {target}"
-            if target.endswith(("-migrate", "-admin")):
+            if target.endswith(("-migrate", "-admin", "-users")):
                 assert condition == "service_completed_successfully", (name, target)
             if target in ("rabbitmq", "postgres"):
                 assert condition == "service_healthy", (name, target)
@@ -234,7 +234,11 @@ def test_every_dependency_exists_with_the_right_condition():
                 assert "healthcheck" in services()[target], f"{target} has no healthcheck"
     for name in SERVICES:
         migrate = depends_on(services()[f"{name}-migrate"])
-        assert migrate == {"rabbitmq": "service_healthy", "postgres": "service_healthy"}
+        assert migrate == {
+            "rabbitmq": "service_healthy",
+            "postgres": "service_healthy",
+            "broker-users": "service_completed_successfully",  # it connects as its own user
+        }
         assert f"{name}-migrate" in depends_on(services()[f"{name}-api"])
 
 
@@ -288,10 +292,19 @@ def test_the_settings_each_process_gets():
             assert url.host in names, (name, service)
             assert url.database in databases, f"{name}: no database {url.database}"
             assert url.database == service
-            assert settings.amqp_url == load_settings("gateway", env).amqp_url
-            assert urlsplit(settings.amqp_url).hostname == "rabbitmq"
             for other, port in SERVICE_PORTS.items():
                 assert settings.service_urls[other] == f"http://{other}-api:{port}"
+        own = name.rsplit("-", 1)[0]
+        if name == "broker-users":  # makes every service's user, as the broker's admin
+            assert set(SERVICES) == {
+                key.removesuffix("_AMQP_URL").lower() for key in env if key.endswith("_AMQP_URL")
+            }
+            assert urlsplit(env["CRM_RABBITMQ_ADMIN_URL"]).hostname == "rabbitmq"
+        elif name != "gateway-admin":
+            # Its own broker user, allowed only its routing keys; no other's, not the admin.
+            amqp = urlsplit(load_settings(own, env).amqp_url)
+            assert (amqp.hostname, amqp.username) == ("rabbitmq", own), name
+            assert [key for key in env if "AMQP" in key] == [f"{own.upper()}_AMQP_URL"], name
         smtp = urlsplit(load_settings("notifications", env).extra["smtp_url"])
         assert smtp.scheme == "smtp" and smtp.hostname == "mailpit", name
         assert env["CRM_PUBLIC_URL"] == "http://localhost:8000"
