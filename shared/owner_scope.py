@@ -6,21 +6,25 @@ did not exist), updates and deletes reach only theirs, and they may not give a r
 someone else (`owner_id` of another user in a write is a 403). An admin grants a user team
 visibility (the access token's `team` claim): that user then sees and works the team's.
 
-One SQLAlchemy `do_orm_execute` hook adds the criterion to every ORM statement of the
-request (SQLAlchemy's documented way to add global WHERE criteria), so no route can forget
-it. Event handlers (the worker) run outside requests and are never scoped.
+Reads: one SQLAlchemy `do_orm_execute` hook adds the criterion to every ORM statement of
+the request (SQLAlchemy's documented way to add global WHERE criteria), so no route can
+forget it. Writes: the domain functions that create, change, assign or convert a record
+take the caller and call `ensure_owner_allowed` / `ensure_in_scope` on the input they
+apply, never on a second parse of the request. Event handlers (the worker) run outside
+requests, pass no caller and are never scoped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flask import Flask, g, has_request_context, request
 from sqlalchemy.orm import ORMExecuteState, with_loader_criteria
 
-from shared.auth import READ_METHODS, Principal, forbidden
+from shared.auth import Principal, forbidden
 from shared.db import Database
+from shared.web import not_found
 
 SCOPED_ROLES = ("sales",)
 
@@ -32,19 +36,22 @@ def owner_of_scope(principal: Principal | None) -> str | None:
     return principal.subject
 
 
-def _owners_named(body: Any) -> list[Any]:
-    """The `owner_id` values a JSON write names anywhere: one record, a batch's inputs, or a
-    record described inside another (a lead conversion's `deal`)."""
-    found, pending = [], [body]
-    while pending:  # a loop, not recursion: the body's depth is the client's choice
-        value = pending.pop()
-        if isinstance(value, dict):
-            if "owner_id" in value:
-                found.append(value["owner_id"])
-            pending.extend(value.values())
-        elif isinstance(value, list):
-            pending.extend(value)
-    return found
+def ensure_owner_allowed(principal: Principal | None, data: Mapping[str, Any]) -> None:
+    """403 when a caller limited to their own records names another owner (or none) in
+    `data`, the validated input a create or an update applies."""
+    owner = owner_of_scope(principal)
+    if owner is None or "owner_id" not in data:
+        return
+    named = data["owner_id"]
+    if named is None or str(named) != owner:
+        raise forbidden("Your role may give records only to yourself")
+
+
+def ensure_in_scope(principal: Principal | None, record: Any, what: str) -> None:
+    """404 when a caller limited to their own records reaches someone else's: as if absent."""
+    owner = owner_of_scope(principal)
+    if owner is not None and record.owner_id != owner:
+        raise not_found(what, record.id)
 
 
 def scope_to_owner(
@@ -57,14 +64,7 @@ def scope_to_owner(
         g.owner_scope = None
         if not request.path.startswith(prefixes):
             return
-        owner = owner_of_scope(g.get("principal"))
-        if owner is None:
-            return
-        if request.method not in READ_METHODS:
-            named = _owners_named(request.get_json(silent=True))
-            if any(value != owner for value in named):
-                raise forbidden("Your role may give records only to yourself")
-        g.owner_scope = owner
+        g.owner_scope = owner_of_scope(g.get("principal"))
 
     def add_criteria(state: ORMExecuteState) -> None:
         if not has_request_context() or g.get("owner_scope") is None:

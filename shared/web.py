@@ -34,6 +34,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 # a second decoder further on would read another path than the one checked here.
 _STILL_ENCODED = re.compile(r"%[0-9A-Fa-f]{2}")
 _DOT_SEGMENTS = frozenset({"", ".", ".."})
+# JSON is UTF-8 (RFC 8259); a body declared in another charset is not read as if it were.
+JSON_CHARSETS = frozenset({"utf-8", "utf8"})
 
 
 class ApiError(Exception):
@@ -102,12 +104,31 @@ def refuse_a_cut_body() -> None:
             raise RequestEntityTooLarge()
 
 
+def declares_json() -> bool:
+    """Whether the request says its body is JSON (`application/json` or `*/*+json`) in UTF-8."""
+    if not request.is_json:
+        return False
+    charset = request.mimetype_params.get("charset")
+    return charset is None or charset.lower() in JSON_CHARSETS
+
+
 def json_body() -> Any:
-    """The request body as JSON, or a 400 problem saying why it is not."""
+    """The request body as JSON: 415 unless declared JSON, 400 saying why it is not JSON.
+
+    Every reader of the body goes through here, so a check and the view never read two
+    different parses of one body (a `text/plain` body was JSON for one and None for the
+    other).
+    """
     data = request.get_data(cache=True)
     refuse_a_cut_body()
     if not data:
         raise ApiError(400, "Bad Request", "The request body is empty; JSON was expected")
+    if not declares_json():
+        raise ApiError(
+            415,
+            "Unsupported Media Type",
+            "Send the body as JSON: Content-Type: application/json (UTF-8)",
+        )
     try:
         data = request.get_json(silent=True, force=True)
     except RecursionError:  # "[[[[..." deeper than the parser's stack

@@ -16,7 +16,9 @@ from services.sales import deals, leads
 from services.sales.lead_schemas import lead_view
 from services.sales.models import Deal, Lead, new_id
 from services.sales.schemas import deal_view
+from shared.auth import Principal
 from shared.events import utcnow
+from shared.owner_scope import ensure_in_scope
 from shared.web import ApiError, check_version, conflict, invalid
 
 DEAL_NAME_LIMIT = 200
@@ -41,18 +43,19 @@ def _ensure_convertible(lead: Lead) -> None:
 
 
 def _make_deal(
-    session: Session, lead: Lead, draft: Mapping[str, Any], contact_id: str, actor_id: str
+    session: Session, lead: Lead, draft: Mapping[str, Any], contact_id: str, actor: Principal
 ) -> Deal:
-    """The lead's deal: the caller's draft over defaults (name, the lead's owner...)."""
+    """The lead's deal: the caller's draft over defaults (name, the lead's owner...); the
+    actor's owner scope holds for whoever it names."""
     data = {
         **draft,
         "name": draft.get("name") or default_deal_name(lead),
-        "owner_id": draft.get("owner_id") or lead.owner_id or actor_id,
+        "owner_id": draft.get("owner_id") or lead.owner_id or actor.subject,
         "lead_id": lead.id,
         "contact_id": contact_id,
     }
     try:
-        return deals.create_deal(session, data, actor_id)
+        return deals.create_deal(session, data, actor)
     except ApiError as error:
         if error.status == 422 and error.errors:  # the draft's pipeline or stage
             raise invalid({"deal": error.errors}) from None
@@ -63,7 +66,7 @@ def convert_lead(
     session: Session,
     lead_id: str,
     spec: Mapping[str, Any],
-    actor_id: str,
+    actor: Principal,
     *,
     expected_version: int | None = None,
 ) -> dict[str, Any]:
@@ -76,13 +79,14 @@ def convert_lead(
     `lead.converted`; answers contact_id, deal_id, the lead and the deal.
     """
     lead = leads.lock_lead(session, lead_id)
+    ensure_in_scope(actor, lead, "Lead")
     check_version(lead.version, expected_version)
     _ensure_convertible(lead)
     existing_contact = spec.get("contact_id") is not None
     contact_id = str(spec["contact_id"]) if existing_contact else new_id()
     deal = None
     if spec.get("create_deal", True):
-        deal = _make_deal(session, lead, spec.get("deal") or {}, contact_id, actor_id)
+        deal = _make_deal(session, lead, spec.get("deal") or {}, contact_id, actor)
     previous_status = lead.status
     lead.status = "converted"
     lead.converted_at = utcnow()

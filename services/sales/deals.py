@@ -19,8 +19,10 @@ from sqlalchemy.orm import Session
 from services.sales import pipelines, totals
 from services.sales.models import Deal, Pipeline, Stage, new_id
 from services.sales.schemas import deal_view
+from shared.auth import Principal
 from shared.events import utcnow
 from shared.outbox import outbox_row, record_event, record_events
+from shared.owner_scope import ensure_in_scope, ensure_owner_allowed
 from shared.web import check_version, conflict, invalid, not_found
 
 # What PATCH may change besides the placement (pipeline_id, stage_id).
@@ -98,14 +100,16 @@ def _placement(session: Session, data: Mapping[str, Any]) -> tuple[Pipeline, Sta
     return pipeline, min(pipeline.stages, key=lambda stage: stage.position)
 
 
-def create_deal(session: Session, data: Mapping[str, Any], actor_id: str | None = None) -> Deal:
+def create_deal(session: Session, data: Mapping[str, Any], actor: Principal | None) -> Deal:
     """Create an open deal from validated input and record `deal.created`.
 
     `data` may name: id, name (required), contact_id, company_id, lead_id, pipeline_id
     (default: the default pipeline), stage_id (default: its first stage), amount (Decimal),
     currency, expected_close_date (date), owner_id (default: the actor), description.
-    An unknown pipeline or a stage outside the pipeline is a 422.
+    An unknown pipeline or a stage outside the pipeline is a 422; an owner the actor may
+    not give deals to is a 403. `actor` None: the system (an event), never scoped.
     """
+    ensure_owner_allowed(actor, data)
     deal_id = data.get("id") or new_id()
     if session.get(Deal, deal_id) is not None:
         raise conflict(f"A deal with id {deal_id} exists already")
@@ -123,7 +127,7 @@ def create_deal(session: Session, data: Mapping[str, Any], actor_id: str | None 
         currency=data.get("currency") or "EUR",
         expected_close_date=data.get("expected_close_date"),
         status="open",
-        owner_id=data.get("owner_id") or actor_id,
+        owner_id=data.get("owner_id") or (actor.subject if actor else None),
         description=data.get("description"),
         stage_changed_at=now,
         version=1,
@@ -162,6 +166,7 @@ def update_deal(
     session: Session,
     deal: Deal,
     changes: Mapping[str, Any],
+    actor: Principal | None,
     *,
     expected_version: int | None = None,
 ) -> Deal:
@@ -169,7 +174,10 @@ def update_deal(
 
     A stage move records `deal.stage_changed` (with from_stage_id and to_stage_id, and
     `changed` naming every changed field); any other change records `deal.updated`.
+    The actor's owner scope holds: only their own deal, given to nobody else.
     """
+    ensure_in_scope(actor, deal, "deal")
+    ensure_owner_allowed(actor, changes)
     check_version(deal.version, expected_version)
     target = _target_stage(session, deal, changes)
     before = totals.snapshot(deal)

@@ -28,7 +28,7 @@ from services.sales.schemas import (
     optional_body,
     refuse_nul,
 )
-from shared.auth import require_role
+from shared.auth import Principal, require_role
 from shared.batch import read_batch, run_batch
 from shared.pagination import list_params, page_answer, paginate, parse_sort
 from shared.schemas import BatchInputsSchema, BatchReadSchema, SearchSchema
@@ -50,9 +50,9 @@ deals_api = Blueprint("deals", __name__, url_prefix="/api/v1")
 deal_in = DealInSchema()
 
 
-def writer_id() -> str:
+def writer() -> Principal:
     """The caller, if they may change deals (sales or admin); else 403."""
-    return require_role("sales").subject
+    return require_role("sales")
 
 
 def _changes() -> dict[str, Any]:
@@ -81,7 +81,7 @@ def list_deals() -> Any:
 @deals_api.post("/deals")
 def create_deal() -> Any:
     """Create an open deal (201); defaults: default pipeline, its first stage, caller."""
-    actor = writer_id()
+    actor = writer()
     data = load_body(deal_in)
     with current_db().session() as session:
         body = deal_view(deals.create_deal(session, data, actor))
@@ -98,11 +98,11 @@ def get_deal(deal_id: Any) -> Any:
 @deals_api.patch("/deals/<uuid:deal_id>")
 def update_deal(deal_id: Any) -> Any:
     """Change some fields of a deal, its stage included (If-Match honoured)."""
-    writer_id()
+    actor = writer()
     changes = _changes()
     with current_db().session() as session:
         deal = deals.get_deal(session, deal_id, for_update=True)
-        deals.update_deal(session, deal, changes, expected_version=expected_version())
+        deals.update_deal(session, deal, changes, actor, expected_version=expected_version())
         body = deal_view(deal)
     return with_etag(body)
 
@@ -110,7 +110,7 @@ def update_deal(deal_id: Any) -> Any:
 @deals_api.delete("/deals/<uuid:deal_id>")
 def delete_deal(deal_id: Any) -> Any:
     """Delete a deal (204)."""
-    writer_id()
+    writer()
     with current_db().session() as session:
         deal = deals.get_deal(session, deal_id, for_update=True)
         deals.delete_deal(session, deal, expected_version=expected_version())
@@ -130,7 +130,7 @@ win_in = WinSchema()
 @deals_api.post("/deals/<uuid:deal_id>/win")
 def win_deal(deal_id: Any) -> Any:
     """Mark an open deal won, now or at `closed_at`."""
-    writer_id()
+    writer()
     data, version = optional_body(win_in), expected_version()
     return _act(
         deal_id,
@@ -146,7 +146,7 @@ lose_in = LoseSchema()
 @deals_api.post("/deals/<uuid:deal_id>/lose")
 def lose_deal(deal_id: Any) -> Any:
     """Mark an open deal lost, with the `reason`."""
-    writer_id()
+    writer()
     data, version = load_body(lose_in), expected_version()
     return _act(
         deal_id,
@@ -166,7 +166,7 @@ no_body_in = NoBodySchema()
 @deals_api.post("/deals/<uuid:deal_id>/reopen")
 def reopen_deal(deal_id: Any) -> Any:
     """Put a won or lost deal back in play."""
-    writer_id()
+    writer()
     optional_body(no_body_in)
     version = expected_version()
     return _act(
@@ -200,7 +200,7 @@ batch_inputs_in = BatchInputsSchema()
 @deals_api.post("/deals/batch/create")
 def batch_create() -> Any:
     """Create up to 100 deals; 207 with a result per input when some fail."""
-    actor = writer_id()
+    actor = writer()
     inputs = load_body(batch_inputs_in)["inputs"]
 
     def apply(session: Session, raw: Any) -> Deal:
@@ -212,7 +212,7 @@ def batch_create() -> Any:
 @deals_api.post("/deals/batch/update")
 def batch_update() -> Any:
     """Change up to 100 deals (each input names its id); 207 when some fail."""
-    writer_id()
+    actor = writer()
     inputs = load_body(batch_inputs_in)["inputs"]
 
     def apply(session: Session, raw: Any) -> Deal:
@@ -220,7 +220,7 @@ def batch_update() -> Any:
         if not changes.get("id"):
             raise invalid({"id": ["An id is required."]})
         deal = deals.get_deal(session, changes.pop("id"), for_update=True)
-        return deals.update_deal(session, deal, changes)
+        return deals.update_deal(session, deal, changes, actor)
 
     return run_batch(inputs, apply, deal_view, 200)
 

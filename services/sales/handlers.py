@@ -96,7 +96,7 @@ def on_task_requested(session: Session, event: Envelope) -> None:
     if task.get("contact_id") and privacy.is_erased(session, task["contact_id"]):
         return
     try:
-        tasks.create_task(session, task)
+        tasks.create_task(session, task, None)  # the system: no owner scope
     except ApiError as error:  # the field errors say what to fix before a replay
         reason = f"{error.detail or error.title} {error.errors or ''}".strip()
         raise PermanentError(f"task.requested refused: {reason}") from None

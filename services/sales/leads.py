@@ -21,9 +21,11 @@ from sqlalchemy.orm import Session
 from services.sales import scoring
 from services.sales.lead_schemas import lead_view
 from services.sales.models import OPEN_LEAD_STATUSES, Lead, new_id
+from shared.auth import Principal
 from shared.db import take_write_lock
 from shared.events import utcnow
 from shared.outbox import record_event
+from shared.owner_scope import ensure_in_scope, ensure_owner_allowed
 from shared.web import ApiError, check_version, conflict, invalid, not_found
 
 EDITABLE_FIELDS = (
@@ -155,11 +157,13 @@ def _insert(session: Session, lead: Lead) -> None:
         raise conflict("The lead conflicts with an existing record") from None
 
 
-def create_lead(session: Session, data: Mapping[str, Any], actor_id: str | None) -> Lead:
+def create_lead(session: Session, data: Mapping[str, Any], actor: Principal | None) -> Lead:
     """Create a scored lead from validated input; records `lead.created` (and qualified).
 
-    The owner defaults to the actor. An open lead with the same email is a 409.
+    The owner defaults to the actor (None: the system, e.g. the public form, never scoped).
+    An open lead with the same email is a 409; an owner the actor may not name, a 403.
     """
+    ensure_owner_allowed(actor, data)
     lead_id = str(data.get("id") or new_id())
     if session.get(Lead, lead_id) is not None:
         raise conflict(f"A lead with id {lead_id} exists already")
@@ -175,7 +179,7 @@ def create_lead(session: Session, data: Mapping[str, Any], actor_id: str | None)
         setattr(lead, name, data.get(name))
     lead.first_name, lead.last_name = lead.first_name or "", lead.last_name or ""
     lead.source = data.get("source") or "api"
-    lead.owner_id = data["owner_id"] if "owner_id" in data else actor_id
+    lead.owner_id = data["owner_id"] if "owner_id" in data else (actor and actor.subject)
     lead.email_key = email_key(lead.email)
     lead.custom_fields = _clean_custom_fields(data.get("custom_fields", {}), {})
     lead.unqualified_reason = data.get("unqualified_reason")
@@ -236,10 +240,15 @@ def update_lead(
     session: Session,
     lead: Lead,
     changes: Mapping[str, Any],
+    actor: Principal | None,
     *,
     expected_version: int | None = None,
 ) -> Lead:
-    """Apply a partial update (fields and status); rescore; record the change's events."""
+    """Apply a partial update (fields and status); rescore; record the change's events.
+
+    The actor's owner scope holds: only their own lead, given to nobody else."""
+    ensure_in_scope(actor, lead, "Lead")
+    ensure_owner_allowed(actor, changes)
     check_version(lead.version, expected_version)
     if lead.status == "converted":
         raise conflict("A converted lead cannot change; its contact and deal live on")
@@ -265,7 +274,7 @@ def fill_empty_fields(session: Session, lead: Lead, data: Mapping[str, Any]) -> 
         for name, value in data.items()
         if name in EDITABLE_FIELDS and name != "email" and value and not getattr(lead, name)
     }
-    return update_lead(session, lead, missing) if missing else lead
+    return update_lead(session, lead, missing, None) if missing else lead
 
 
 def delete_lead(session: Session, lead: Lead) -> None:

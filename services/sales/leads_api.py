@@ -14,7 +14,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from services.sales import conversion, leads, scoring
 from services.sales.lead_schemas import ConvertSchema, LeadInSchema, lead_view
 from services.sales.models import LEAD_STATUSES, Lead
-from shared.auth import require_role
+from shared.auth import Principal, require_role
 from shared.batch import read_batch, run_batch
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.schemas import BatchInputsSchema, BatchReadSchema, SearchSchema
@@ -133,9 +133,9 @@ def list_statement(args: Mapping[str, str]) -> Select[Any]:
     return statement
 
 
-def actor_id() -> str:
+def writer() -> Principal:
     """The caller, who must be allowed to change leads (sales or admin)."""
-    return require_role("sales").subject
+    return require_role("sales")
 
 
 @leads_api.get("/leads")
@@ -169,7 +169,7 @@ def search_leads() -> Any:
 
 @leads_api.post("/leads")
 def create_lead() -> Any:
-    actor = actor_id()
+    actor = writer()
     data = load_body(lead_in)
     with current_db().session() as session:
         lead = leads.create_lead(session, data, actor)
@@ -183,7 +183,7 @@ batch_inputs_in = BatchInputsSchema()
 @leads_api.post("/leads/batch/create")
 def batch_create() -> Any:
     """Create up to 100 leads; 207 with a result per input when some fail (duplicates...)."""
-    actor = actor_id()
+    actor = writer()
     inputs = load_body(batch_inputs_in)["inputs"]
 
     def apply(session: Session, raw: Any) -> Lead:
@@ -195,7 +195,7 @@ def batch_create() -> Any:
 @leads_api.post("/leads/batch/update")
 def batch_update() -> Any:
     """Change up to 100 leads (each input names its id); 207 when some fail."""
-    actor_id()
+    actor = writer()
     inputs = load_body(batch_inputs_in)["inputs"]
 
     def apply(session: Session, raw: Any) -> Lead:
@@ -203,7 +203,7 @@ def batch_update() -> Any:
         if not changes.get("id"):
             raise invalid({"id": ["An id is required."]})
         lead = leads.lock_lead(session, changes.pop("id"))
-        return leads.update_lead(session, lead, changes)
+        return leads.update_lead(session, lead, changes, actor)
 
     return run_batch(inputs, apply, lead_view, 200)
 
@@ -235,20 +235,20 @@ def get_lead_score(lead_id: Any) -> Any:
 
 @leads_api.patch("/leads/<uuid:lead_id>")
 def update_lead(lead_id: Any) -> Any:
-    actor_id()
+    actor = writer()
     changes = load_body(lead_in, partial=True)
     if "id" in changes:
         raise invalid({"id": ["The id cannot change."]})
     with current_db().session() as session:
         lead = leads.lock_lead(session, str(lead_id))
-        leads.update_lead(session, lead, changes, expected_version=expected_version())
+        leads.update_lead(session, lead, changes, actor, expected_version=expected_version())
         body = lead_view(lead)
     return with_etag(body)
 
 
 @leads_api.delete("/leads/<uuid:lead_id>")
 def delete_lead(lead_id: Any) -> Any:
-    actor_id()
+    writer()
     with current_db().session() as session:
         lead = leads.lock_lead(session, str(lead_id))
         check_version(lead.version, expected_version())
@@ -268,7 +268,7 @@ def _convert_input() -> dict[str, Any]:
 
 @leads_api.post("/leads/<uuid:lead_id>/convert")
 def convert_lead(lead_id: Any) -> Any:
-    actor = actor_id()
+    actor = writer()
     spec = _convert_input()
     with current_db().session() as session:
         result = conversion.convert_lead(

@@ -15,8 +15,10 @@ from sqlalchemy.orm import Session
 
 from services.sales.models import Deal, Task, new_id
 from services.sales.schemas import task_view
+from shared.auth import Principal
 from shared.events import utcnow
 from shared.outbox import record_event
+from shared.owner_scope import ensure_in_scope, ensure_owner_allowed
 from shared.pagination import SortKey
 from shared.web import check_version, conflict, invalid, not_found
 
@@ -58,15 +60,17 @@ def _touch(task: Task) -> None:
 def create_task(
     session: Session,
     data: Mapping[str, Any],
-    actor_id: str | None = None,
-    *,
-    actor_email: str | None = None,
+    actor: Principal | None,
 ) -> Task:
     """Create a task from validated input (owner: the actor unless named); `task.created`.
 
     When the owner is the actor, the event carries `owner_email` (from the caller's token),
-    so notifications can email the reminder without a copy of the users table.
+    so notifications can email the reminder without a copy of the users table. An owner
+    the actor may not give tasks to is a 403; `actor` None is the system (an event).
     """
+    ensure_owner_allowed(actor, data)
+    actor_id = actor.subject if actor else None
+    actor_email = actor.email if actor else None
     task_id = data.get("id") or new_id()
     if session.get(Task, task_id) is not None:
         raise conflict(f"A task with id {task_id} exists already")
@@ -88,12 +92,20 @@ def update_task(
     session: Session,
     task: Task,
     changes: Mapping[str, Any],
+    actor: Principal | None,
     *,
     expected_version: int | None = None,
 ) -> Task:
     """Apply a partial update; one event: `task.completed`/`task.reopened` when `done`
-    flips (carrying any other changes too), else `task.updated` naming what changed."""
+    flips (carrying any other changes too), else `task.updated` naming what changed.
+    The actor's owner scope holds: only their own task, given to nobody else."""
+    ensure_in_scope(actor, task, "task")
+    ensure_owner_allowed(actor, changes)
     check_version(task.version, expected_version)
+    return _apply(session, task, changes)
+
+
+def _apply(session: Session, task: Task, changes: Mapping[str, Any]) -> Task:
     if changes.get("deal_id") and changes["deal_id"] != task.deal_id:
         _ensure_deal(session, changes["deal_id"])
     changed = []
@@ -122,7 +134,7 @@ def complete_task(session: Session, task: Task, *, expected_version: int | None 
     check_version(task.version, expected_version)
     if task.done:
         raise conflict("The task is done already")
-    return update_task(session, task, {"done": True})
+    return _apply(session, task, {"done": True})
 
 
 def reopen_task(session: Session, task: Task, *, expected_version: int | None = None) -> Task:
@@ -130,7 +142,7 @@ def reopen_task(session: Session, task: Task, *, expected_version: int | None = 
     check_version(task.version, expected_version)
     if not task.done:
         raise conflict("The task is not done: only a done task can be reopened")
-    return update_task(session, task, {"done": False})
+    return _apply(session, task, {"done": False})
 
 
 def delete_task(session: Session, task: Task, *, expected_version: int | None = None) -> None:

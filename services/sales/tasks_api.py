@@ -16,7 +16,7 @@ from services.sales.schemas import (
     optional_body,
     task_view,
 )
-from shared.auth import current_principal, require_role
+from shared.auth import Principal, require_role
 from shared.events import utcnow
 from shared.pagination import list_params, page_answer, paginate, parse_sort
 from shared.web import (
@@ -35,9 +35,9 @@ tasks_api = Blueprint("tasks", __name__, url_prefix="/api/v1")
 task_in = TaskInSchema()
 
 
-def writer_id() -> str:
+def writer() -> Principal:
     """The caller, if they may change tasks (sales or admin); else 403."""
-    return require_role("sales").subject
+    return require_role("sales")
 
 
 task_list_query = TaskListArgsSchema()
@@ -60,11 +60,10 @@ def list_tasks() -> Any:
 @tasks_api.post("/tasks")
 def create_task() -> Any:
     """Create a task (201); the owner defaults to the caller."""
-    actor = writer_id()
+    actor = writer()
     data = load_body(task_in)
-    email = current_principal().email
     with current_db().session() as session:
-        body = task_view(tasks.create_task(session, data, actor, actor_email=email))
+        body = task_view(tasks.create_task(session, data, actor))
     return created_with_etag(body, f"/api/v1/tasks/{body['id']}")
 
 
@@ -78,13 +77,13 @@ def get_task(task_id: Any) -> Any:
 @tasks_api.patch("/tasks/<uuid:task_id>")
 def update_task(task_id: Any) -> Any:
     """Change some fields of a task; `done` completes or reopens it."""
-    writer_id()
+    actor = writer()
     changes = load_body(task_in, partial=True)
     if "id" in changes:
         raise invalid({"id": ["The id cannot change."]})
     with current_db().session() as session:
         task = tasks.get_task(session, task_id, for_update=True)
-        tasks.update_task(session, task, changes, expected_version=expected_version())
+        tasks.update_task(session, task, changes, actor, expected_version=expected_version())
         body = task_view(task)
     return with_etag(body)
 
@@ -92,7 +91,7 @@ def update_task(task_id: Any) -> Any:
 @tasks_api.delete("/tasks/<uuid:task_id>")
 def delete_task(task_id: Any) -> Any:
     """Delete a task (204)."""
-    writer_id()
+    writer()
     with current_db().session() as session:
         task = tasks.get_task(session, task_id, for_update=True)
         tasks.delete_task(session, task, expected_version=expected_version())
@@ -103,7 +102,7 @@ no_body_in = NoBodySchema()
 
 
 def _act(task_id: Any, action: Callable[..., Task]) -> Response:
-    writer_id()
+    writer()
     optional_body(no_body_in)
     version = expected_version()
     with current_db().session() as session:

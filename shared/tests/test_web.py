@@ -6,7 +6,7 @@ import pytest
 from flask import Flask, jsonify
 
 from shared.config import load_settings
-from shared.web import init_app, path_problem
+from shared.web import init_app, load_body, path_problem
 
 SECRET = "shared-web-tests-" + "s" * 40
 
@@ -77,3 +77,68 @@ def test_a_normal_path_still_reaches_its_route():
 )
 def test_what_a_normal_path_is(path, refused):
     assert path_problem(path) == refused
+
+
+def body_app() -> Flask:
+    """A service with one route that reads a JSON object with `load_body`."""
+    from marshmallow import Schema, fields
+
+    class NameSchema(Schema):
+        name = fields.String(required=True)
+
+    app = service_app()
+
+    @app.post("/api/v1/names")
+    def names():
+        return jsonify(load_body(NameSchema())), 201
+
+    return app
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        None,
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/octet-stream",
+        "application/json; charset=latin-1",
+        "application/json; charset=utf-16",
+    ],
+)
+def test_a_body_not_declared_json_in_utf8_is_refused_415(content_type):
+    answer = (
+        body_app()
+        .test_client()
+        .post("/api/v1/names", data='{"name": "x"}', content_type=content_type)
+    )
+
+    assert answer.status_code == 415 and answer.mimetype == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "APPLICATION/JSON;CHARSET=UTF-8",
+        "application/problem+json",
+    ],
+)
+def test_a_body_declared_json_is_read(content_type):
+    answer = (
+        body_app()
+        .test_client()
+        .post("/api/v1/names", data='{"name": "x"}', content_type=content_type)
+    )
+
+    assert answer.status_code == 201 and answer.get_json() == {"name": "x"}
+
+
+def test_an_empty_or_malformed_json_body_is_still_a_400():
+    client = body_app().test_client()
+
+    assert client.post("/api/v1/names").status_code == 400
+    assert (
+        client.post("/api/v1/names", data="{x", content_type="application/json").status_code == 400
+    )

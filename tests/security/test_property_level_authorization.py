@@ -8,10 +8,12 @@ key or webhook secret, once, to the admin who made it.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 import pytest
+import requests
 
 from tests.security.conftest import Caller, System, assert_problem
 
@@ -121,13 +123,57 @@ def test_a_sales_user_cannot_give_their_record_away(system, users, segment, kind
     assert mine["owner_id"] == ana.id
 
     assert_problem(ana.patch(f"{system.api}/{path}/{mine['id']}", json={"owner_id": ben.id}), 403)
-    if kind != "tasks":
+    if kind != "tasks":  # a batch answers per input: that input is refused, 403
         batch = {"inputs": [{"id": mine["id"], "owner_id": ben.id}]}
-        assert_problem(ana.post(f"{system.api}/{path}/batch/update", json=batch), 403)
+        answer = ana.post(f"{system.api}/{path}/batch/update", json=batch)
+        assert answer.status_code == 207 and answer.json()["results"][0]["status"] == 403
         batch = {"inputs": [{**body, "owner_id": ben.id}]}
-        assert_problem(ana.post(f"{system.api}/{path}/batch/create", json=batch), 403)
+        answer = ana.post(f"{system.api}/{path}/batch/create", json=batch)
+        assert answer.status_code == 207 and answer.json()["results"][0]["status"] == 403
 
     assert ana.get(f"{system.api}/{path}/{mine['id']}").json()["owner_id"] == ana.id
+
+
+# Bodies a check once read as "no JSON" while the route parsed them anyway: refused, 415.
+NOT_JSON = ["text/plain", None, "application/json; charset=latin-1", "text/plain; x=json"]
+# JSON however it is spelled: read, and the owner rule refuses the gift, 403.
+JSON_SPELLINGS = ["application/json; charset=utf-8", "Application/JSON;Charset=UTF-8"]
+
+
+def _send(caller: Caller, method: str, url: str, body: dict, content_type: str | None) -> Any:
+    """`body` as JSON text under any Content-Type (None: no Content-Type header at all)."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    request = requests.Request(method, url, data=json.dumps(body).encode(), headers=headers)
+    prepared = caller.session.prepare_request(request)
+    if content_type is None:
+        prepared.headers.pop("Content-Type", None)
+    return caller.session.send(prepared, timeout=10)
+
+
+def _ids_of(caller: Caller, url: str) -> set[str]:
+    return {item["id"] for item in caller.get(url, params={"limit": 200}).json()["items"]}
+
+
+@pytest.mark.parametrize("kind", ["deals", "leads", "tasks"])
+@pytest.mark.parametrize(
+    ("content_type", "status"), [(t, 415) for t in NOT_JSON] + [(t, 403) for t in JSON_SPELLINGS]
+)
+def test_no_media_type_lets_a_sales_user_give_a_record_away(
+    system, users, segment, kind, content_type, status
+):
+    ana, ben = users["sales"], users["sales_b"]
+    _caller, path, body = _new(kind, system, users, segment)
+    mine = made(ana.post(f"{system.api}/{path}", json=body))
+    url = f"{system.api}/{path}/{mine['id']}"
+    bens_before = _ids_of(ben, f"{system.api}/{path}")
+
+    assert_problem(_send(ana, "PATCH", url, {"owner_id": ben.id}, content_type), status)
+    created = _send(ana, "POST", f"{system.api}/{path}", {**body, "owner_id": ben.id}, content_type)
+    assert_problem(created, status)
+
+    assert ana.get(url).json()["owner_id"] == ana.id
+    assert ana.get(url).json()["version"] == mine["version"]
+    assert _ids_of(ben, f"{system.api}/{path}") == bens_before
 
 
 @pytest.mark.parametrize("role", ["sales", "support", "marketing", "viewer"])

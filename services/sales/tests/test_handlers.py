@@ -47,7 +47,7 @@ def new_lead(db, **fields) -> str:
 def new_deal(db, **fields) -> str:
     with db.session() as session:
         data = {"name": "Hopper onboarding", "amount": Decimal("1250.00"), **fields}
-        return deals.create_deal(session, data).id
+        return deals.create_deal(session, data, None).id
 
 
 def new_task(db, **fields) -> str:

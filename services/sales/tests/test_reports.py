@@ -110,7 +110,9 @@ def _add_deal(
 ) -> Deal:
     data = {"name": f"{amount} {currency}", "amount": Decimal(amount), "currency": currency}
     data |= {"stage_id": stage, "owner_id": owner, "expected_close_date": close}
-    return deals.create_deal(session, {**data, "pipeline_id": pipeline_id, "lead_id": lead_id})
+    return deals.create_deal(
+        session, {**data, "pipeline_id": pipeline_id, "lead_id": lead_id}, None
+    )
 
 
 @pytest.fixture

@@ -108,7 +108,9 @@ def test_a_rule_change_is_checked_against_the_whole_rule(client, db):
     assert "value" in assert_problem(response, 422)["errors"]
     assert_problem(client.patch(f"{RULES}/{UNKNOWN}", json={"points": 1}), 404)
     assert_problem(client.delete(f"{RULES}/{UNKNOWN}"), 404)
-    assert_problem(client.patch(f"{RULES}/{rule['id']}", data="{x", content_type="x/y"), 400)
+    assert_problem(client.patch(f"{RULES}/{rule['id']}", data="{x", content_type="x/y"), 415)
+    malformed = client.patch(f"{RULES}/{rule['id']}", data="{x", content_type="application/json")
+    assert_problem(malformed, 400)
     assert row_counts(db, *TABLES) == before
     assert client.get(f"{RULES}/{rule['id']}").get_json()["version"] == 1
 
