@@ -23,6 +23,11 @@ from shared.web import current_db, not_found
 
 pages = Pages("services.support")
 SCORES = tuple(csat.SCORE_NAMES.items())
+# What the customer is told when the form cannot be taken (the API's messages are for code).
+PROBLEMS = {
+    "rating": "Please choose a score from 1 to 5.",
+    "comment": f"Please shorten your comment to at most {csat.MAX_COMMENT_CHARS} characters.",
+}
 
 
 def link_not_valid() -> Response:
@@ -63,7 +68,9 @@ def rating_form(
         scores=SCORES,
         chosen=chosen if chosen in csat.SCORE_NAMES else None,
         comment=comment,
-        errors=errors or {},
+        problems=list(
+            dict.fromkeys(PROBLEMS.get(name, PROBLEMS["rating"]) for name in errors or {})
+        ),
         max_comment=csat.MAX_COMMENT_CHARS,
     )
 

@@ -77,13 +77,21 @@ def test_the_posted_form_records_once_and_a_second_post_says_already_rated(app, 
     assert len(outbox_events(db, "ticket.csat_recorded")) == 1
 
 
-@pytest.mark.parametrize("form", [{"rating": "9"}, {"comment": "no score"}, {"rating": "x"}])
-def test_a_bad_form_shows_the_form_again_and_records_nothing(app, db, anonymous, form):
+@pytest.mark.parametrize(
+    ("form", "told"),
+    [
+        ({"rating": "9"}, "Please choose a score from 1 to 5."),
+        ({"comment": "no score"}, "Please choose a score from 1 to 5."),
+        ({"rating": "x"}, "Please choose a score from 1 to 5."),
+        ({"rating": "3", "comment": "x" * 5001}, "Please shorten your comment"),
+    ],
+)
+def test_a_bad_form_shows_the_form_again_and_records_nothing(app, db, anonymous, form, told):
     ticket_id = new_ticket(db)
     response = anonymous.post(link(app, ticket_id), data=form, headers=BROWSER)
     html = checked_page(response, 422)
-    assert 'class="error"' in html and '<form method="post">' in html
-    if "comment" in form:
+    assert 'role="alert"' in html and told in html and '<form method="post">' in html
+    if form.get("comment") == "no score":
         assert ">no score</textarea>" in html  # what the customer wrote is kept
     assert ratings(db) == [] and outbox_events(db) == []
 
