@@ -23,6 +23,7 @@ consent ledger.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from flask import Blueprint, Response, jsonify, request
 from marshmallow import fields, validate
@@ -99,7 +100,10 @@ def _answer(body: dict[str, Any], template: str, **context: Any) -> Response:
 
 
 def _unsubscribe_context(answer: dict[str, Any]) -> dict[str, Any]:
-    return {"list_name": answer["list"], "all_lists": answer["all_lists"]}
+    # The form posts to the link itself, relative (whatever prefix a proxy serves it under),
+    # without its query: `?scope=all` is no POST parameter.
+    action = quote(request.path.rsplit("/", 1)[-1], safe="")
+    return {"list_name": answer["list"], "all_lists": answer["all_lists"], "action": action}
 
 
 def _posted_choice() -> dict[str, Any]:

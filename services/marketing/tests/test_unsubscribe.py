@@ -3,9 +3,11 @@ token's own contact only, and double opt-in from the request to the confirmed su
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 from itsdangerous import URLSafeSerializer, URLSafeTimedSerializer
@@ -142,6 +144,12 @@ def test_a_get_of_the_link_changes_nothing(anonymous, client, db, settings):
         assert page.status_code == 200 and page.mimetype == "text/html"
     assert row_counts(db, *TABLES) == before
     assert status_of(db, ada, news) == "subscribed" and suppressions(db) == []
+    # The page's form, from the link with ?scope=all, posts to the link itself (no query).
+    [action] = re.findall(r'<form method="post" action="([^"]+)">', page.get_data(as_text=True))
+    target = urljoin(f"https://crm.example.com{path}?scope=all", action)
+    assert target == f"https://crm.example.com{path}"
+    assert anonymous.post(path, data={**ONE_CLICK, "scope": "all"}).status_code == 200
+    assert status_of(db, ada, news) == "unsubscribed" and len(suppressions(db)) == 1
 
 
 def test_the_link_unsubscribes_by_post_without_a_login_and_twice_is_fine(
@@ -286,7 +294,7 @@ def test_a_browser_gets_an_accessible_confirmation_page_and_a_scanner_changes_no
     assert "default-src 'none'" in page.headers["Content-Security-Policy"]
     assert page.headers["Cache-Control"].startswith("no-store")
     assert "News &lt;b&gt;" in html and "<b>" not in html.split("</style>")[1]
-    assert '<form method="post">' in html and 'name="scope" value="all"' in html
+    assert '<form method="post" action="' in html and 'name="scope" value="all"' in html
     assert "ada@example.com" not in html
     assert anonymous.get(path + "?utm=1").status_code == 422
     # the page's own form, as a browser posts it
