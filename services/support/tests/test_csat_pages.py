@@ -65,7 +65,9 @@ def test_a_score_link_preselects_its_score_with_a_confirm_button_and_records_not
 def test_the_posted_form_records_once_and_a_second_post_says_already_rated(app, db, anonymous):
     ticket_id = new_ticket(db)
     url = link(app, ticket_id)
-    posted = anonymous.post(url, data={"rating": "4", "comment": "Quick, thanks"}, headers=BROWSER)
+    # from the page a score link opened: the browser posts back to that URL, query and all
+    form = {"rating": "4", "comment": "Quick, thanks"}
+    posted = anonymous.post(f"{url}?rating=4", data=form, headers=BROWSER)
     html = checked_page(posted)
     assert "Thank you" in html and "4 – Good" in html
     assert ratings(db) == [(ticket_id, 4, "Quick, thanks", AGENT_ID)]
