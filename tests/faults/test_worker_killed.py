@@ -32,7 +32,9 @@ from tests.faults.system import (
     settled_effects,
 )
 
-pytestmark = [pytest.mark.faults, pytest.mark.xdist_group("crm-faults")]
+# One PostgreSQL-backed system at a time with the end-to-end and security tests (their
+# group): with the fuzz tests' system, three at once would pass PostgreSQL's 100 connections.
+pytestmark = [pytest.mark.faults, pytest.mark.xdist_group("crm-run")]
 TICKETS = 300
 TIMEOUT = 30
 
