@@ -5,8 +5,9 @@
   `owner_id`: to the new owner.
 
 The address is the event's own `assignee_email` when it carries one, else the staff
-replica's (`users`, kept from the gateway's `user.*` events); a user unknown there, inactive
-or without a usable address gets no email (a log line says so). Each renders the stored
+replica's (`users`, kept from the gateway's `user.*` events); a user not known there yet
+makes the event wait for their `user.created` (`waiting`); one inactive or without a usable
+address gets no email (a log line says so). Each renders the stored
 template `ticket_assigned`, `deal_assigned` or `lead_assigned` when there is one, else the
 built-in text. Variables: `assignee` {id, email, name}, `recipient` {email, name}, and
 `ticket` (as in `notices`), `deal` {id, name, amount, currency, status} or `lead` {id,
@@ -21,6 +22,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from services.notifications import waiting
 from services.notifications.models import Message
 from services.notifications.notices import (
     Notice,
@@ -32,7 +34,7 @@ from services.notifications.notices import (
 from services.notifications.users import staff_address
 from shared.bus import Handler
 from shared.config import Settings
-from shared.events import Envelope
+from shared.events import Envelope, canonical_uuid
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +97,9 @@ def _notify(
     """Send `notice` to whom the event assigns, with `subject` ({"deal": {...}} and so on)."""
     assignee = assignee_of(session, event.data, id_field)
     if assignee is None:
-        log.info("%s %s: the assignee has no known address, no notice", event.type, event.id)
+        user_id = canonical_uuid(event.data.get(id_field))
+        if not waiting.user_not_here_yet(session, event, user_id):  # else: handled again then
+            log.info("%s %s: the assignee has no known address, no notice", event.type, event.id)
         return None
     recipient = {"email": assignee["email"], "name": assignee["name"]}
     variables = {**subject, "assignee": assignee, "recipient": recipient}

@@ -119,6 +119,32 @@ def test_an_event_that_waited_too_long_is_dropped(apply, db):
     assert messages(db) == [] and pending(db) == []
 
 
+AGENT = "00000000-0000-4000-8000-0000000000a7"
+
+
+def user_event(event_type: str, version: int = 1) -> Any:
+    data = {"id": AGENT, "email": "sam@example.com", "name": "Sam", "active": True}
+    if event_type == "user.deleted":
+        data = {"id": AGENT}
+    return make_event(event_type, data, "gateway", aggregate_id=AGENT, aggregate_version=version)
+
+
+def test_an_assignment_to_a_user_not_known_yet_is_told_when_they_arrive(apply, db):
+    assigned = apply(ticket_event("ticket.assigned", assignee_id=AGENT))
+    assert messages(db) == [] and pending(db) == [assigned.id]
+    apply(user_event("user.created"))
+    [message] = messages(db)
+    assert message.to_address == "sam@example.com" and pending(db) == []
+    apply(user_event("user.updated", version=2))
+    assert len(messages(db)) == 1
+
+
+def test_a_deleted_users_waiting_events_go_with_them(apply, db):
+    apply(ticket_event("ticket.assigned", assignee_id=AGENT))
+    apply(user_event("user.deleted", version=2))
+    assert pending(db) == [] and messages(db) == []
+
+
 # --- through the real broker ----------------------------------------------------------------
 
 
