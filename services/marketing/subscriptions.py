@@ -297,22 +297,31 @@ def _invalid_link() -> ApiError:
     return ApiError(404, "Not Found", "This link is not valid or has expired")
 
 
+def confirmation_offer(
+    session: Session, claim: ConfirmationClaim, *, for_update: bool = False
+) -> tuple[Subscription, SubscriptionList]:
+    """The subscription a confirmation link would confirm, changing nothing; 404 when void."""
+    query = select(Subscription).where(Subscription.id == claim.subscription_id)
+    row = session.scalars(query.with_for_update() if for_update else query).first()
+    if row is None:
+        raise _invalid_link()
+    sub_list = session.get(SubscriptionList, row.list_id)
+    assert sub_list is not None
+    if row.status != SUBSCRIBED and (
+        row.status != PENDING or row.confirmation_nonce != claim.nonce
+    ):
+        raise _invalid_link()
+    return row, sub_list
+
+
 def confirm(
     session: Session, claim: ConfirmationClaim, origin: Origin
 ) -> tuple[Subscription, SubscriptionList]:
     """Subscribe through a confirmation link (again: no change); 404 when it is void."""
     take_write_lock(session)
-    row = session.scalars(
-        select(Subscription).where(Subscription.id == claim.subscription_id).with_for_update()
-    ).first()
-    if row is None:
-        raise _invalid_link()
-    sub_list = session.get(SubscriptionList, row.list_id)
-    assert sub_list is not None
+    row, sub_list = confirmation_offer(session, claim, for_update=True)
     if row.status == SUBSCRIBED:
         return row, sub_list
-    if row.status != PENDING or row.confirmation_nonce != claim.nonce:
-        raise _invalid_link()
     email = claim.email_key
     _set_status(session, row, sub_list, SUBSCRIBED, origin, email, double_opt_in=True)
     suppressions.lift_unsubscription(session, email, origin)

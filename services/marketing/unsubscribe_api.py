@@ -8,8 +8,10 @@
   `List-Unsubscribe=One-Click`, optionally `scope=all`; JSON `{"scope": ...}` or no body
   too) the token's own contact: 200 `{"status": "unsubscribed", "list", "all_lists"}`,
   or the thank-you page. Twice is fine.
-- `GET /api/v1/subscriptions/confirm/{token}` confirms a double opt-in: 200
-  `{"status": "subscribed", "list"}`; again: the same answer.
+- `GET /api/v1/subscriptions/confirm/{token}` changes nothing either (a scanner's fetch
+  must not give consent nobody gave): a browser gets a page asking to confirm, an API
+  client 200 `{"status": "confirm", "list"}`. A `POST` to the same path confirms the double
+  opt-in: 200 `{"status": "subscribed", "list"}`; again: the same answer.
 
 No access token: the signed token in the path is the only permission (app.py and the
 gateway list both paths in their `PUBLIC_PREFIXES`). A token that is malformed, tampered
@@ -165,15 +167,39 @@ def one_click_unsubscribe(token: str) -> Response:
 strict_query = StrictSchema()
 
 
-@unsubscribe_api.get("/subscriptions/confirm/<token>")
-def confirm_subscription(token: str) -> Response:
-    """Confirm a double opt-in subscription from the link mailed for it."""
+def _confirm_claim(token: str) -> unsubscribe.ConfirmationClaim | None:
     parse_args(strict_query)
-    claim = unsubscribe.read_confirm_token(current_settings(), token)
+    return unsubscribe.read_confirm_token(current_settings(), token)
+
+
+@unsubscribe_api.get("/subscriptions/confirm/<token>")
+def confirmation_link(token: str) -> Response:
+    """The list a confirmation link is for, and a page asking to confirm: a GET never
+    subscribes."""
+    claim = _confirm_claim(token)
     if claim is None:
         return _link_not_valid()
     if request.method == "HEAD":
         return Response(status=200, headers={"Cache-Control": NO_STORE})
+    with current_db().session() as session:
+        _row, sub_list = subscriptions.confirmation_offer(session, claim)
+        name = sub_list.name
+    action = quote(request.path.rsplit("/", 1)[-1], safe="")
+    return _answer(
+        {"status": "confirm", "list": name},
+        "confirm_subscription.html",
+        list_name=name,
+        action=action,
+    )
+
+
+@unsubscribe_api.post("/subscriptions/confirm/<token>")
+def confirm_subscription(token: str) -> Response:
+    """Confirm a double opt-in subscription from the link mailed for it (the page's form)."""
+    claim = _confirm_claim(token)
+    if claim is None:
+        return _link_not_valid()
+    _posted_choice()  # an empty body, the page's form or JSON; nothing in it is needed
     with current_db().session() as session:
         _row, sub_list = subscriptions.confirm(
             session, claim, client_origin(subscriptions.DOUBLE_OPT_IN)

@@ -3,6 +3,7 @@ token's own contact only, and double opt-in from the request to the confirmed su
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 import uuid
@@ -329,7 +330,11 @@ def test_double_opt_in_from_request_to_confirmed_subscription(anonymous, client,
     path = confirm_path(request)
     assert f"{settings.extra['public_url'].rstrip('/')}{path}" in request["body_text"]
 
-    response = anonymous.get(path)
+    before = row_counts(db, *TABLES)
+    offer = anonymous.get(path)  # what a mail scanner fetches: nothing changes
+    assert offer.get_json() == {"status": "confirm", "list": "Letters"}
+    assert row_counts(db, *TABLES) == before and status_of(db, ada, letters) == "pending"
+    response = anonymous.post(path)
     assert response.status_code == 200, response.get_json()
     assert response.get_json() == {"status": "subscribed", "list": "Letters"}
     row = client.get(f"{SUBSCRIPTIONS}/{body['id']}").get_json()
@@ -342,7 +347,7 @@ def test_double_opt_in_from_request_to_confirmed_subscription(anonymous, client,
     assert [line.action for line in ledger(db)] == ["pending", "subscribed"]
 
     before = row_counts(db, *TABLES)
-    assert anonymous.get(path).status_code == 200  # twice is fine
+    assert anonymous.post(path).status_code == 200  # twice is fine
     assert row_counts(db, *TABLES) == before
 
 
@@ -358,8 +363,9 @@ def test_a_new_confirmation_mail_voids_the_older_link(anonymous, client, db):
     subscribe(client, ada, letters)  # "I got no mail": sent again
     old, new = (confirm_path(request) for request in mail_requests(db))
     assert anonymous.get(old).status_code == 404
+    assert anonymous.post(old).status_code == 404
     assert status_of(db, ada, letters) == "pending"
-    assert anonymous.get(new).status_code == 200
+    assert anonymous.post(new).status_code == 200
     assert status_of(db, ada, letters) == "subscribed"
 
 
@@ -371,6 +377,7 @@ def test_a_confirmation_link_after_unsubscribing_is_void(anonymous, client, db):
         SUBSCRIPTIONS, json={"contact_id": ada, "list_id": letters, "status": "unsubscribed"}
     )
     assert anonymous.get(path).status_code == 404
+    assert anonymous.post(path).status_code == 404
     assert status_of(db, ada, letters) == "unsubscribed"
 
 
@@ -398,8 +405,8 @@ def test_bad_or_expired_confirmation_links_are_404(anonymous, client, db, settin
         "nonsense",
     ]
     before = row_counts(db, *TABLES)
-    for token in tokens:
-        response = anonymous.get(f"{SUBSCRIPTIONS}/confirm/{token}")
+    for token, method in itertools.product(tokens, (anonymous.get, anonymous.post)):
+        response = method(f"{SUBSCRIPTIONS}/confirm/{token}")
         assert response.status_code == 404 and response.mimetype == PROBLEM
     assert row_counts(db, *TABLES) == before
 
@@ -412,6 +419,23 @@ def test_an_address_that_left_every_list_comes_back_only_by_confirming(
     assert [row.reason for row in suppressions(db)] == ["unsubscribed"]
     body = subscribe(client, ada, news).get_json()
     assert body["status"] == "pending"  # single opt-in list, but the person said no to all
-    assert anonymous.get(confirm_path(mail_requests(db)[0])).status_code == 200
+    assert anonymous.post(confirm_path(mail_requests(db)[0])).status_code == 200
     assert status_of(db, ada, news) == "subscribed" and suppressions(db) == []
     assert client.get(f"{SUPPRESSIONS}/ada@example.com").status_code == 404
+
+
+def test_a_browser_confirms_a_double_opt_in_on_a_page_a_scanner_cannot_press(anonymous, client, db):
+    letters, ada = add_list(db, "Letters", double_opt_in=True), add_contact(db)
+    subscribe(client, ada, letters)
+    path = confirm_path(mail_requests(db)[0])
+    before = row_counts(db, *TABLES)
+    page = anonymous.get(path, headers=BROWSER)
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    html = page.get_data(as_text=True)
+    assert page_problems(html, page.headers["Content-Security-Policy"]) == []
+    assert "Letters" in html and '<form method="post"' in html
+    assert row_counts(db, *TABLES) == before and status_of(db, ada, letters) == "pending"
+    action = re.search(r'action="([^"]+)"', html)[1]
+    done = anonymous.post(path.rsplit("/", 1)[0] + "/" + action, headers=BROWSER)
+    assert done.status_code == 200 and "You are subscribed" in done.get_data(as_text=True)
+    assert status_of(db, ada, letters) == "subscribed"
