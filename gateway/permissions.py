@@ -6,14 +6,20 @@ change it. `admin` may do everything. The services check the same rules on the t
 are forwarded (so a caller going around the gateway gets nothing more); this table is the
 one place to read them, and the gateway refuses before any service is asked.
 
+Some acts outrank their prefix's rule: an action on one record (`/contacts/{id}/merge`)
+in ACTION_RULES, and a query flag that turns a request into another act
+(`DELETE /contacts/{id}?erase=true`) in FLAG_RULES.
+
 A path under no prefix here (logins, the public links, health) is left to its own route.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from flask import Flask, g, request
+from werkzeug.datastructures import MultiDict
 
 from shared.auth import READ_METHODS, READ_ONLY_POST_SUFFIXES, ROLES, forbidden
 
@@ -39,6 +45,8 @@ SUPPORT = Rule(EVERYONE, _roles("support"))
 MARKETING = Rule(EVERYONE, _roles("marketing"))
 READ_ONLY = Rule(EVERYONE, frozenset())
 ADMIN_ONLY = Rule(ADMIN, ADMIN)
+# Everyone reads; only an admin changes (how the whole team's pipeline is shaped).
+ADMIN_WRITES = Rule(EVERYONE, ADMIN)
 # Acts on a person's data as a whole (the subject access export): admins only for now; a
 # privacy officer's role, when there is one, joins here and in the services' checks.
 PRIVACY = ADMIN_ONLY
@@ -58,7 +66,8 @@ RULES: dict[str, Rule] = {
     # sales
     "/api/v1/leads": SALES,
     "/api/v1/lead-scoring-rules": SALES,
-    "/api/v1/pipelines": SALES,
+    # Stages and pipelines frame every rep's deals (moving them, the reports' figures).
+    "/api/v1/pipelines": ADMIN_WRITES,
     "/api/v1/deals": SALES,
     "/api/v1/tasks": SALES,
     "/api/v1/reports": READ_ONLY,  # every service's reports
@@ -84,12 +93,28 @@ RULES: dict[str, Rule] = {
 # One action on one record outranks its prefix's rule: (prefix, the path's last segment).
 ACTION_RULES: dict[tuple[str, str], Rule] = {
     ("/api/v1/customers", "export"): PRIVACY,  # /customers/{id}/export
+    # Folds one person's record into another's: irreversible, across every service.
+    ("/api/v1/contacts", "merge"): PRIVACY,  # /contacts/{id}/merge
 }
+# A query flag that makes a request another act outranks the path's rule while it is set:
+# (prefix, flag). Set means given with any value but "false", in any case, even once among
+# several: the gateway never reads a flag more leniently than the service behind it.
+FLAG_RULES: dict[tuple[str, str], Rule] = {
+    ("/api/v1/contacts", "erase"): PRIVACY,  # DELETE /contacts/{id}?erase=true, everywhere
+}
+NO_QUERY: MultiDict[str, str] = MultiDict()
 
 
-def rule_for(path: str) -> Rule | None:
-    """The rule of the action `path` names, else of the longest prefix it lies under (a
-    whole segment), or None."""
+def _flag_set(query: MultiDict[str, str], flag: str) -> bool:
+    return any(value.strip().lower() != "false" for value in query.getlist(flag))
+
+
+def rule_for(path: str, query: MultiDict[str, str] = NO_QUERY) -> Rule | None:
+    """The rule of a query flag set on `path`, else of the action it names, else of the
+    longest prefix it lies under (a whole segment), or None."""
+    for (prefix, flag), rule in FLAG_RULES.items():
+        if path.startswith(prefix + "/") and _flag_set(query, flag):
+            return rule
     record, _, action = path.rstrip("/").rpartition("/")
     for (prefix, last), rule in ACTION_RULES.items():
         if action == last and record.startswith(prefix + "/"):
@@ -109,9 +134,9 @@ def is_read(method: str, path: str) -> bool:
     return method == "POST" and path.rstrip("/").endswith(READ_ONLY_POST_SUFFIXES)
 
 
-def allowed(role: str, method: str, path: str) -> bool:
-    """Whether `role` may send `method` to `path` (True where no rule speaks)."""
-    rule = rule_for(path)
+def allowed(role: str, method: str, path: str, query: Mapping[str, str] | None = None) -> bool:
+    """Whether `role` may send `method` to `path` with `query` (True where no rule speaks)."""
+    rule = rule_for(path, MultiDict(query) if query is not None else NO_QUERY)
     if rule is None or role == "admin":
         return True
     return role in (rule.read if is_read(method, path) else rule.write)
@@ -128,7 +153,7 @@ def enforce_roles(app: Flask, public_prefixes: tuple[str, ...]) -> None:
         if not path.startswith("/api/") or path.startswith(public_prefixes):
             return
         principal = g.get("principal")
-        if principal is None or allowed(principal.role, request.method, path):
+        if principal is None or allowed(principal.role, request.method, path, request.args):
             return
         doing = "read" if is_read(request.method, path) else "change"
         raise forbidden(f"The role {principal.role!r} may not {doing} {path}")

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from flask import Flask
+from werkzeug.datastructures import MultiDict
 
 from gateway.app import PUBLIC_PREFIXES
 from gateway.permissions import RULES, allowed
@@ -36,7 +37,7 @@ EXPECTED: dict[str, tuple[set[str], set[str]]] = {
     "/api/v1/tags": (ALL, WRITERS),
     "/api/v1/leads": (ALL, _and_admin("sales")),
     "/api/v1/lead-scoring-rules": (ALL, _and_admin("sales")),
-    "/api/v1/pipelines": (ALL, _and_admin("sales")),
+    "/api/v1/pipelines": (ALL, ADMIN),
     "/api/v1/deals": (ALL, _and_admin("sales")),
     "/api/v1/tasks": (ALL, _and_admin("sales")),
     "/api/v1/reports/pipeline": (ALL, ADMIN),
@@ -135,6 +136,57 @@ def test_only_an_admin_may_export_a_customer_whom_every_role_may_view():
         assert allowed(role, "GET", f"/api/v1/customers/{ID}/export") is (role == "admin"), role
         assert allowed(role, "GET", f"/api/v1/customers/{ID}/export/") is (role == "admin"), role
         assert allowed(role, "GET", f"/api/v1/customers/{ID}"), role
+
+
+def test_only_an_admin_may_merge_contacts_which_every_writer_may_change():
+    for role in ROLES:
+        merge = allowed(role, "POST", f"/api/v1/contacts/{ID}/merge")
+        assert merge is (role == "admin"), role
+        assert allowed(role, "PATCH", f"/api/v1/contacts/{ID}") is (role in WRITERS), role
+        assert allowed(role, "DELETE", f"/api/v1/contacts/{ID}") is (role in WRITERS), role
+
+
+# However the flag is spelled, set once among several, the gateway reads it as set.
+ERASE_QUERIES = [
+    {"erase": ["true"]},
+    {"erase": ["TRUE"]},
+    {"erase": ["True "]},
+    {"erase": ["1"]},
+    {"erase": [""]},
+    {"erase": ["false", "true"]},
+    {"erase": ["true", "false"]},
+]
+
+
+@pytest.mark.parametrize("query", ERASE_QUERIES, ids=str)
+def test_only_an_admin_may_erase_a_contact(query):
+    for role in ROLES:
+        flagged = allowed(role, "DELETE", f"/api/v1/contacts/{ID}", MultiDict(query))
+        assert flagged is (role == "admin"), (role, query)
+    plain = MultiDict({"erase": ["false"]})
+    assert allowed("sales", "DELETE", f"/api/v1/contacts/{ID}", plain)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("DELETE", f"/api/v1/contacts/{ID}?erase=true"),
+        ("DELETE", f"/api/v1/contacts/{ID}?erase=false&erase=TRUE"),
+        ("POST", f"/api/v1/contacts/{ID}/merge"),
+        ("POST", "/api/v1/pipelines"),
+        ("DELETE", f"/api/v1/pipelines/{ID}/stages/{ID}?move_to={ID}"),
+    ],
+)
+def test_destructive_acts_of_other_roles_never_reach_the_service(gateway, upstream, method, path):
+    client = gateway.test_client()
+    for role in ("sales", "marketing", "support"):
+        upstream.calls.clear()
+        answer = client.open(path, method=method, headers=token_for(gateway, role), json={})
+        assert answer.status_code == 403, (role, answer.get_json())
+        assert answer.content_type == "application/problem+json"
+        assert upstream.calls == []
+    answer = client.open(path, method=method, headers=token_for(gateway, "admin"), json={})
+    assert answer.status_code in (200, 201, 204) and len(upstream.calls) == 1
 
 
 def test_a_viewer_asking_for_users_is_refused_before_anything_else(gateway):

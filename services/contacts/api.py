@@ -18,7 +18,7 @@ from services.contacts.queries import (
     text_condition,
 )
 from services.contacts.schemas import ContactInSchema, MergeSchema, contact_view
-from shared.auth import current_principal
+from shared.auth import current_principal, require_role
 from shared.batch import read_batch, run_batch
 from shared.owner_scope import owner_of_scope
 from shared.pagination import list_params, page_answer, paginate, parse_sort
@@ -43,6 +43,11 @@ contact_in = ContactInSchema()
 
 def actor_id() -> str:
     return current_principal().subject
+
+
+def require_privacy_role() -> None:
+    """403 unless the caller may merge or erase people (admin, or a privacy role)."""
+    require_role(*privacy.PRIVACY_ROLES)
 
 
 @contacts_api.get("")
@@ -86,9 +91,12 @@ def update_contact(contact_id: Any) -> Any:
 
 @contacts_api.delete("/<uuid:contact_id>")
 def delete_contact(contact_id: Any) -> Any:
-    erase = request.args.get("erase", "false").lower()
-    if erase not in ("true", "false"):
-        raise ApiError(422, "Unprocessable Entity", errors={"erase": ["Use true or false."]})
+    given = request.args.getlist("erase")
+    erase = given[0].lower() if given else "false"
+    if erase not in ("true", "false") or len(given) > 1:  # twice: which one was meant?
+        raise ApiError(422, "Unprocessable Entity", errors={"erase": ["Use true or false, once."]})
+    if erase == "true":
+        require_privacy_role()
     with current_db().session() as session:
         contact = domain.get_contact(session, str(contact_id), for_update=True)
         check_version(contact.version, expected_version())
@@ -162,6 +170,7 @@ merge_in = MergeSchema()
 
 @contacts_api.post("/<uuid:contact_id>/merge")
 def merge_contact(contact_id: Any) -> Any:
+    require_privacy_role()
     duplicate_id = str(load_body(merge_in)["duplicate_id"])
     with current_db().session() as session:
         contact = domain.get_contact(session, str(contact_id), for_update=True)

@@ -27,6 +27,11 @@ from shared.idempotency import forget_resource
 from shared.outbox import record_event, redact_aggregate
 from shared.web import invalid
 
+# Who may merge and erase people besides an admin: nobody yet. Both are irreversible and
+# reach every service; a privacy officer's role, once there is one, is named here (and in
+# the gateway's PRIVACY rule).
+PRIVACY_ROLES: tuple[str, ...] = ()
+
 
 def merge_contacts(session: Session, contact: Contact, duplicate: Contact) -> Contact:
     """Fold a duplicate into a contact: notes, timeline, tags and missing fields move over.

@@ -22,7 +22,7 @@ from services.sales.schemas import deal_view
 from shared.auth import Principal
 from shared.events import utcnow
 from shared.outbox import outbox_row, record_event, record_events
-from shared.owner_scope import ensure_in_scope, ensure_owner_allowed
+from shared.owner_scope import ensure_in_scope, ensure_owner_allowed, owner_of_scope
 from shared.web import check_version, conflict, invalid, not_found
 
 # What PATCH may change besides the placement (pipeline_id, stage_id).
@@ -299,7 +299,8 @@ def delete_stage(
     session: Session,
     pipeline: Pipeline,
     stage: Stage,
-    move_to: str | None = None,
+    move_to: str | None,
+    actor: Principal | None,
     *,
     expected_version: int | None = None,
 ) -> int:
@@ -307,11 +308,13 @@ def delete_stage(
 
     Open deals need somewhere to go: without `move_to` a stage holding any is a 409.
     Closed (won/lost) deals go to `move_to` too, or else to the first remaining stage.
-    The last stage of a pipeline cannot be deleted. Lock the pipeline first.
+    The last stage of a pipeline cannot be deleted. Lock the pipeline first. An actor
+    limited to their own deals may not move anyone else's this way: 409.
     """
     check_version(pipeline.version, expected_version)
     if len(pipeline.stages) <= 1:
         raise conflict("A pipeline needs a stage: its last stage cannot be deleted")
+    _ensure_all_in_scope(session, stage, actor)
     target = _move_target(session, pipeline, stage, move_to)
     open_deals = session.scalar(
         select(func.count())
@@ -329,6 +332,22 @@ def delete_stage(
     totals.recount(session, [stage.id, target.id])
     pipelines.remove_stage(session, pipeline, stage)
     return moved
+
+
+def _ensure_all_in_scope(session: Session, stage: Stage, actor: Principal | None) -> None:
+    """409 when the stage holds deals the actor's owner scope does not reach."""
+    owner = owner_of_scope(actor)
+    if owner is None:
+        return
+    theirs = session.scalar(
+        select(func.count())
+        .select_from(Deal)
+        .where(Deal.stage_id == stage.id, Deal.owner_id.is_distinct_from(owner))
+    )
+    if theirs:
+        raise conflict(
+            f"The stage holds {theirs} deal(s) of other owners: only they or an admin may move them"
+        )
 
 
 def _move_target(

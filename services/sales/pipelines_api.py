@@ -20,7 +20,7 @@ from services.sales.schemas import (
     pipeline_view,
     stage_view,
 )
-from shared.auth import require_role
+from shared.auth import Principal, require_role
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.schemas import StrictSchema
 from shared.web import (
@@ -50,9 +50,13 @@ class DeleteStageArgsSchema(StrictSchema):
 delete_stage_query = DeleteStageArgsSchema()
 
 
-def writer_id() -> str:
-    """The caller, if they may change pipelines (sales or admin); else 403."""
-    return require_role("sales").subject
+def pipeline_admin() -> Principal:
+    """The caller, if they may change pipelines and stages (admin only); else 403.
+
+    A pipeline frames every rep's deals: a stage's removal moves them, its probability
+    weighs them in the team's reports.
+    """
+    return require_role()
 
 
 list_query = ListArgsSchema()
@@ -77,7 +81,7 @@ pipeline_in_in = PipelineInSchema()
 @pipelines_api.post("/pipelines")
 def create_pipeline() -> Any:
     """Create a pipeline with its stages in the given order (201)."""
-    writer_id()
+    pipeline_admin()
     data = load_body(pipeline_in_in)
     with current_db().session() as session:
         body = pipeline_view(pipelines.create_pipeline(session, data))
@@ -97,7 +101,7 @@ pipeline_patch_in = PipelinePatchSchema()
 @pipelines_api.patch("/pipelines/<uuid:pipeline_id>")
 def update_pipeline(pipeline_id: Any) -> Any:
     """Rename a pipeline or make it the default (If-Match honoured)."""
-    writer_id()
+    pipeline_admin()
     changes = load_body(pipeline_patch_in)
     with current_db().session() as session:
         pipeline = pipelines.get_pipeline(session, pipeline_id, for_update=True)
@@ -109,7 +113,7 @@ def update_pipeline(pipeline_id: Any) -> Any:
 @pipelines_api.delete("/pipelines/<uuid:pipeline_id>")
 def delete_pipeline(pipeline_id: Any) -> Any:
     """Delete a pipeline without deals that is not the default (204)."""
-    writer_id()
+    pipeline_admin()
     with current_db().session() as session:
         pipeline = pipelines.get_pipeline(session, pipeline_id, for_update=True)
         pipelines.delete_pipeline(session, pipeline, expected_version=expected_version())
@@ -134,7 +138,7 @@ stage_add_in = StageAddSchema()
 @pipelines_api.post("/pipelines/<uuid:pipeline_id>/stages")
 def add_stage(pipeline_id: Any) -> Any:
     """Add a stage, at `position` (0 = first) or last (201)."""
-    writer_id()
+    pipeline_admin()
     spec = load_body(stage_add_in)
     with current_db().session() as session:
         pipeline = pipelines.get_pipeline(session, pipeline_id, for_update=True)
@@ -157,7 +161,7 @@ stage_patch_in = StagePatchSchema()
 @pipelines_api.patch("/pipelines/<uuid:pipeline_id>/stages/<uuid:stage_id>")
 def update_stage(pipeline_id: Any, stage_id: Any) -> Any:
     """Rename a stage or change its win probability."""
-    writer_id()
+    pipeline_admin()
     changes = load_body(stage_patch_in)
     with current_db().session() as session:
         pipeline = pipelines.get_pipeline(session, pipeline_id, for_update=True)
@@ -174,7 +178,7 @@ stage_order_in = StageOrderSchema()
 @pipelines_api.put("/pipelines/<uuid:pipeline_id>/stages/order")
 def reorder_stages(pipeline_id: Any) -> Any:
     """Put the stages in a new order: every stage id, each once."""
-    writer_id()
+    pipeline_admin()
     stage_ids = load_body(stage_order_in)["stage_ids"]
     with current_db().session() as session:
         pipeline = pipelines.get_pipeline(session, pipeline_id, for_update=True)
@@ -186,10 +190,12 @@ def reorder_stages(pipeline_id: Any) -> Any:
 @pipelines_api.delete("/pipelines/<uuid:pipeline_id>/stages/<uuid:stage_id>")
 def delete_stage(pipeline_id: Any, stage_id: Any) -> Any:
     """Delete a stage; `?move_to=<stage id>` says where its deals go (see deals.delete_stage)."""
-    writer_id()
+    actor = pipeline_admin()
     move_to = parse_args(delete_stage_query, request.args).get("move_to")
     with current_db().session() as session:
         pipeline = pipelines.get_pipeline(session, pipeline_id, for_update=True)
         stage = pipelines.get_stage(session, pipeline.id, stage_id)
-        deals.delete_stage(session, pipeline, stage, move_to, expected_version=expected_version())
+        deals.delete_stage(
+            session, pipeline, stage, move_to, actor, expected_version=expected_version()
+        )
     return no_content()

@@ -9,6 +9,8 @@ gateway enforces, so a route added to it is attacked here too.
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 import requests
 
@@ -75,10 +77,55 @@ def test_the_admin_routes_named_in_the_brief_are_in_the_refused_table():
         refused = set(_refused_calls(role))
         for path in ("/api/v1/users", "/api/v1/api-keys", "/api/v1/webhooks"):
             assert ("GET", path) in refused and ("POST", path) in refused, (role, path)
-    for role in ("support", "marketing", "viewer"):
+    for role in ROLES_BELOW_ADMIN:
         assert ("POST", "/api/v1/pipelines") in set(_refused_calls(role))
     for role in ("sales", "marketing", "viewer"):
         assert ("POST", "/api/v1/sla-policies") in set(_refused_calls(role))
+
+
+def _made(answer: requests.Response) -> dict:
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def _around_the_gateway(system: System, url: str) -> str:
+    """The same call made to the owning service directly."""
+    service = "contacts" if url.startswith(f"{system.api}/contacts") else "sales"
+    return url.replace(system.base, f"http://127.0.0.1:{system.ports[service]}")
+
+
+@pytest.mark.parametrize("role", ["sales", "marketing"])
+def test_erase_merge_and_pipeline_changes_are_an_admins_at_the_gateway_and_the_service(
+    system: System, users: dict[str, Caller], role: str
+):
+    caller, admin, api = users[role], users["admin"], system.api
+    people = [
+        _made(caller.post(f"{api}/contacts", json={"first_name": "P", "email": f"{n}@x.example"}))
+        for n in (uuid.uuid4().hex, uuid.uuid4().hex)
+    ]
+    keep, twin = (f"{api}/contacts/{person['id']}" for person in people)
+    [pipeline] = [p for p in admin.get(f"{api}/pipelines").json()["items"] if p["is_default"]]
+    first, second = (stage["id"] for stage in pipeline["stages"][:2])
+    stages = f"{api}/pipelines/{pipeline['id']}/stages"
+    new_pipeline = {"name": "Mine", "stages": [{"name": "A", "probability": 5}]}
+    # (method, url, body, the service's own answer when called around the gateway)
+    attempts = [
+        ("DELETE", f"{keep}?erase=true", None, 403),
+        ("DELETE", f"{keep}?erase=false&erase=true", None, 422),  # which one? neither
+        ("POST", f"{keep}/merge", {"duplicate_id": people[1]["id"]}, 403),
+        ("POST", f"{api}/pipelines", new_pipeline, 403),
+        ("PATCH", f"{stages}/{first}", {"probability": 99}, 403),
+        ("DELETE", f"{stages}/{first}?move_to={second}", None, 403),
+    ]
+    for method, url, body, status in attempts:
+        assert_problem(caller.session.request(method, url, json=body, timeout=10), 403)
+        direct = _around_the_gateway(system, url)
+        answer = requests.request(method, direct, json=body, headers=forwarded(caller), timeout=10)
+        assert_problem(answer, status)
+
+    assert caller.get(keep).status_code == 200 and caller.get(twin).status_code == 200
+    assert admin.get(f"{api}/pipelines/{pipeline['id']}").json() == pipeline
+    assert caller.delete(keep).status_code == 204  # a plain delete stays every writer's
 
 
 def test_an_api_key_manages_no_keys_or_users_and_a_viewer_key_writes_nothing(system: System, users):

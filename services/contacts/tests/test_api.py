@@ -7,7 +7,7 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from services.contacts.tests.conftest import row_counts, token_for
+from services.contacts.tests.conftest import ADMIN_ID, row_counts, token_for
 
 TABLES = ("contacts", "outbox", "tags", "contact_tags")
 
@@ -480,6 +480,26 @@ def test_erasure_leaves_no_personal_data_outbox_included(app, client, db, make_c
 def test_erase_must_be_true_or_false(client, make_contact):
     contact = make_contact()
     assert_problem(client.delete(f"/api/v1/contacts/{contact['id']}?erase=maybe"), 422)
+    twice = client.delete(f"/api/v1/contacts/{contact['id']}?erase=false&erase=true")
+    assert_problem(twice, 422)
+    assert client.get(f"/api/v1/contacts/{contact['id']}").status_code == 200
+
+
+@pytest.mark.parametrize("role", ["sales", "support", "marketing", "viewer"])
+def test_only_an_admin_may_erase_or_merge_people(app, client, db, make_contact, role):
+    keep, duplicate = make_contact(), make_contact()
+    before = row_counts(db, *TABLES)
+    other = {"Authorization": f"Bearer {token_for(app, role, ADMIN_ID)}"}
+    url = f"/api/v1/contacts/{keep['id']}"
+
+    erase = client.delete(f"{url}?erase=true", headers=other)
+    merge = client.post(f"{url}/merge", json={"duplicate_id": duplicate["id"]}, headers=other)
+
+    assert_problem(erase, 403)
+    assert_problem(merge, 403)
+    assert row_counts(db, *TABLES) == before
+    assert client.get(url).status_code == 200
+    assert client.get(f"/api/v1/contacts/{duplicate['id']}").status_code == 200
 
 
 def test_health_ready_and_metrics_answer(app):

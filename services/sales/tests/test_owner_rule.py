@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from services.sales import conversion, deals, leads, tasks
+from services.sales import conversion, deals, leads, pipelines, tasks
 from services.sales.models import Deal, Lead, Task
 from shared.auth import Principal
 from shared.web import ApiError
@@ -119,3 +119,27 @@ def test_a_scoped_users_conversion_gives_the_deal_to_them(db):
     with db.session() as session:
         answer = conversion.convert_lead(session, mine, {}, ANA)
     assert answer["deal"]["owner_id"] == ANA.subject
+
+
+def _delete_first_stage(db: Any, actor: Principal | None) -> None:
+    first, second = (stage_id for stage_id, _name, _p in pipelines.DEFAULT_STAGES[:2])
+    with db.session() as session:
+        pipeline = pipelines.get_pipeline(session, pipelines.DEFAULT_PIPELINE_ID, for_update=True)
+        stage = pipelines.get_stage(session, pipeline.id, first)
+        deals.delete_stage(session, pipeline, stage, second, actor)
+
+
+def stages_of_deals(db: Any) -> set[str]:
+    with db.session() as session:
+        return set(session.scalars(select(Deal.stage_id)))
+
+
+def test_a_scoped_user_cannot_move_other_owners_deals_by_deleting_their_stage(db):
+    make(db, "deals", ANA)
+    make(db, "deals", BEN)
+    before = stages_of_deals(db)
+    refused(409, lambda: _delete_first_stage(db, ANA))
+    assert stages_of_deals(db) == before
+
+    _delete_first_stage(db, ADMIN)
+    assert stages_of_deals(db) == {pipelines.DEFAULT_STAGES[1][0]}

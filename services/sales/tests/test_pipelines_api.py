@@ -22,7 +22,7 @@ from services.sales.tests.api_helpers import (
     snapshot,
     unknown_ids,
 )
-from services.sales.tests.conftest import SALES_ID, row_counts
+from services.sales.tests.conftest import ADMIN_ID, SALES_ID, row_counts
 
 TABLES = ("pipelines", "stages", "deals", "deal_totals", "outbox")
 BASE = "/api/v1/pipelines"
@@ -122,7 +122,7 @@ def test_concurrent_default_switches_leave_exactly_one_default(app, client, db):
     if not db.is_postgres:
         pytest.skip("row locks are PostgreSQL's; SQLite runs one writer at a time")
     ids = [new_pipeline(client, f"P{i}")["id"] for i in range(4)]
-    headers = bearer(app, "sales", SALES_ID)
+    headers = bearer(app, "admin", ADMIN_ID)
 
     def switch(barrier: threading.Barrier, pipeline_id: str) -> Any:
         barrier.wait(timeout=10)
@@ -364,15 +364,31 @@ def test_move_to_must_be_another_stage_of_the_same_pipeline(client, db, move_to)
     assert snapshot(db) == before
 
 
-def test_viewers_and_support_may_read_pipelines_but_not_change_them(app, anonymous):
+def test_every_role_may_read_pipelines_and_only_an_admin_change_them(app, anonymous, client, db):
     assert_problem(anonymous.get(BASE), 401)
     body = {"name": "X", "stages": [{"name": "A", "probability": 1}]}
-    for role in ("viewer", "support"):
+    pipeline = new_pipeline(client, "Team", stages=3)
+    one, stage = f"{BASE}/{pipeline['id']}", pipeline["stages"][0]["id"]
+    writes = [
+        ("POST", BASE, body),
+        ("PATCH", one, {"name": "Mine"}),
+        ("DELETE", one, None),
+        ("POST", f"{one}/stages", {"name": "B", "probability": 5}),
+        ("PATCH", f"{one}/stages/{stage}", {"probability": 99}),
+        ("PUT", f"{one}/stages/order", {"stage_ids": [s["id"] for s in pipeline["stages"][::-1]]}),
+        ("DELETE", f"{one}/stages/{stage}?move_to={pipeline['stages'][1]['id']}", None),
+    ]
+    before = snapshot(db)
+    for role in ("sales", "viewer", "support", "marketing"):
         headers = bearer(app, role, SALES_ID)
         assert anonymous.get(BASE, headers=headers).status_code == 200
-        assert_problem(anonymous.post(BASE, json=body, headers=headers), 403)
-    sales = bearer(app, "sales", SALES_ID)
-    assert anonymous.post(BASE, json=body, headers=sales).status_code == 201
+        assert anonymous.get(one, headers=headers).status_code == 200
+        for method, path, payload in writes:
+            answer = anonymous.open(path, method=method, json=payload, headers=headers)
+            assert_problem(answer, 403)
+    assert snapshot(db) == before
+    admin = bearer(app, "admin", ADMIN_ID)
+    assert anonymous.post(BASE, json=body, headers=admin).status_code == 201
 
 
 def test_an_idempotency_key_creates_one_pipeline(client, db):
