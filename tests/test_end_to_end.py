@@ -32,7 +32,8 @@ from tests.crm_run import (
 from tests.faults.system import read_mail
 
 ROOT = Path(__file__).resolve().parents[1]
-# Each test starts the whole system (some 20 processes): one at a time, whatever -n says.
+# Each test starts the whole system (some 20 processes): one at a time, whatever -n says
+# (the SQLite runs in a group of their own, see `databases`).
 pytestmark = pytest.mark.xdist_group("crm-run")
 TIMEOUT = 10
 
@@ -67,7 +68,13 @@ class EventTap:
         self.connection.close()
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
+@pytest.fixture(
+    params=[
+        "postgresql",
+        # No PostgreSQL connection held: may run beside the PostgreSQL-backed systems.
+        pytest.param("sqlite", marks=pytest.mark.xdist_group("crm-run-sqlite")),
+    ]
+)
 def databases(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     """Each service's database: a PostgreSQL schema each (as in production), or none (SQLite
     files under CRM_DATA_DIR, as `make run` keeps them)."""

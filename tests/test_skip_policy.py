@@ -94,6 +94,7 @@ def test_the_allowed_skips_are_the_postgresql_only_ones_and_compose(tmp_path: Pa
         "test_a_sweep_skips_a_ticket_another_transaction_holds"
     )
     assert allowed_skip(f"{sqlite_only}[sqlite]")
+    assert allowed_skip(f"{sqlite_only}[sqlite]@crm-run")  # as xdist's loadgroup names it
     assert allowed_skip(f"{sqlite_only}[postgresql]") is None
     assert allowed_skip("tests/faults/test_broker_outage.py::test_anything") is None
     assert all(reason for reason in ALLOWED_SKIPS.values())
