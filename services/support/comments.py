@@ -8,6 +8,10 @@ the ticket's clocks and status:
   on a `resolved` ticket reopens it (`ticket.reopened`), as a reply to a solved ticket
   means the problem is not solved.
 A closed ticket takes no comments (409).
+
+An internal note (`public` false) is for the people who work tickets: support and admins
+read it; for every other role it is in no list and its id is a 404. Its body never
+leaves the service in an event (`ticket.commented` says only that there is one).
 """
 
 from __future__ import annotations
@@ -21,9 +25,18 @@ from sqlalchemy.orm import Session
 from services.support import sla, tickets
 from services.support.models import Comment, Ticket, new_id
 from services.support.ticket_schemas import ticket_view
+from shared.auth import Principal
 from shared.events import isoformat, utcnow
 from shared.outbox import record_event
 from shared.web import conflict, not_found
+
+# The roles that read internal notes; everyone else reads the public comments only.
+NOTE_READERS = frozenset({"admin", "support"})
+
+
+def reads_internal_notes(reader: Principal) -> bool:
+    """Whether the caller may read a ticket's internal notes."""
+    return reader.role in NOTE_READERS
 
 
 def status_after_comment(ticket: Ticket, author_kind: str, public: bool) -> str:
@@ -88,17 +101,22 @@ def add_comment(
     return comment
 
 
-def get_comment(session: Session, ticket_id: str, comment_id: str) -> Comment:
-    """A comment of this ticket, or 404."""
+def get_comment(session: Session, ticket_id: str, comment_id: str, reader: Principal) -> Comment:
+    """A comment of this ticket the reader may see, or 404 (an internal note to others)."""
     comment = session.get(Comment, str(comment_id))
     if comment is None or comment.ticket_id != str(ticket_id):
+        raise not_found("Comment", comment_id)
+    if not comment.public and not reads_internal_notes(reader):
         raise not_found("Comment", comment_id)
     return comment
 
 
-def comments_statement(ticket_id: str, args: Mapping[str, Any]) -> Select[Any]:
-    """The comments of a ticket matching the list's (validated) filters."""
+def comments_statement(ticket_id: str, args: Mapping[str, Any], reader: Principal) -> Select[Any]:
+    """The comments of a ticket matching the list's (validated) filters that the reader
+    may see: internal notes only for support and admins."""
     statement = select(Comment).where(Comment.ticket_id == str(ticket_id))
+    if not reads_internal_notes(reader):
+        statement = statement.where(Comment.public.is_(True))
     if args.get("public") is not None:
         statement = statement.where(Comment.public == args["public"])
     if args.get("author_kind") is not None:

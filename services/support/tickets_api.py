@@ -26,7 +26,7 @@ from services.support.ticket_schemas import (
     comment_view,
     ticket_view,
 )
-from shared.auth import require_role
+from shared.auth import current_principal, require_role
 from shared.batch import read_batch, run_batch
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.schemas import BatchInputsSchema, BatchReadSchema, SearchSchema
@@ -221,7 +221,7 @@ def list_comments(ticket_id: Any) -> Any:
     sort = parse_sort(args.get("sort"), COMMENT_SORTS, "created_at")
     with current_db().session() as session:
         ticket = tickets.get_ticket(session, ticket_id)
-        statement = comments.comments_statement(ticket.id, args)
+        statement = comments.comments_statement(ticket.id, args, current_principal())
         rows, next_cursor = paginate(
             session, statement, sort, Comment.id, limit=limit, cursor=cursor
         )
@@ -247,4 +247,5 @@ def get_comment(ticket_id: Any, comment_id: Any) -> Any:
     """One comment of a ticket."""
     with current_db().session() as session:
         tickets.get_ticket(session, ticket_id)
-        return comment_view(comments.get_comment(session, ticket_id, comment_id))
+        comment = comments.get_comment(session, ticket_id, comment_id, current_principal())
+        return comment_view(comment)

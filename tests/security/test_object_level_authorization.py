@@ -8,6 +8,7 @@ leaves Ben's record as it was.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -182,3 +183,45 @@ def test_an_idempotency_key_never_replays_another_users_answer(system, users):
 
     assert anas.status_code == 201 and "Idempotent-Replayed" not in anas.headers
     assert anas.json()["id"] != bens_deal["id"] and anas.json()["owner_id"] == ana.id
+
+
+def test_an_internal_ticket_note_reaches_support_and_admins_only(system, users):
+    support, admin, api = users["support"], users["admin"], system.api
+    secret = f"Internal {uuid.uuid4().hex}"
+    person = {"first_name": "Noa", "email": f"noa-{uuid.uuid4().hex[:6]}@customer.example"}
+    contact = made(admin.post(f"{api}/contacts", json=person))
+    ticket = made(
+        support.post(f"{api}/tickets", json={"subject": "Jam", "contact_id": contact["id"]})
+    )
+    comments = f"{api}/tickets/{ticket['id']}/comments"
+    reply = made(support.post(comments, json={"body": "We are on it."}))
+    note = made(support.post(comments, json={"body": secret, "public": False}))
+    # Resolving after the note: once the timeline shows it, contacts and the view have
+    # had every event of the ticket before it, the note's included.
+    assert support.patch(f"{api}/tickets/{ticket['id']}", json={"status": "resolved"}).ok
+    timeline = f"{api}/contacts/{contact['id']}/interactions"
+    eventually(
+        lambda: admin.get(timeline).json()["items"],
+        lambda items: any(i.get("event_type") == "ticket.resolved" for i in items),
+        what="the resolved ticket on the timeline",
+    )
+
+    for role in ("sales", "marketing", "viewer"):
+        caller = users[role]
+        assert_problem(caller.get(f"{comments}/{note['id']}"), 404)
+        listed = caller.get(comments).json()["items"]
+        assert [c["id"] for c in listed] == [reply["id"]], role
+        for url in (
+            f"{comments}?public=false",
+            f"{api}/tickets?q={secret.split()[1]}",
+            f"{api}/tickets/{ticket['id']}",
+            timeline,
+            f"{api}/customers/{contact['id']}",
+        ):
+            answer = caller.get(url)
+            assert answer.status_code == 200 and secret not in answer.text, (role, url)
+        search = {"query": secret.split()[1], "filter_groups": []}
+        assert caller.post(f"{api}/tickets/search", json=search).json()["items"] == []
+    for reader in (support, admin):
+        assert [c["id"] for c in reader.get(comments).json()["items"]] == [reply["id"], note["id"]]
+        assert reader.get(f"{comments}/{note['id']}").json()["body"] == secret

@@ -265,3 +265,12 @@ def test_events_about_no_contact_are_acknowledged_never_dead_lettered(running_wo
     assert wait_for(lambda: lifetime_value(db, contact_id) == Decimal("3.00"))
     assert list_dead_letters(settings) == []
     assert _timeline_subjects(db, contact_id) == {"Deal won"}
+
+
+def test_no_ticket_comment_becomes_a_timeline_entry():
+    """The timeline is every role's: a comment event (an internal note's above all) stays
+    off it, so no note, nor the fact of one, reaches roles that may not read it."""
+    from services.contacts.timeline import TIMELINE_EVENTS
+
+    assert "ticket.commented" not in contact_handlers.handlers()
+    assert "ticket.commented" not in TIMELINE_EVENTS

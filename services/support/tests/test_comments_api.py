@@ -77,6 +77,52 @@ def test_an_internal_note_is_no_response_and_keeps_its_body_out_of_the_event(cli
     assert "Customer is grumpy" not in str(outbox_events(db))
 
 
+SECRET = "Refund fraud suspected"
+
+
+@pytest.fixture
+def noted(client) -> tuple[dict, dict, dict]:
+    """A ticket with a public reply and an internal note holding SECRET."""
+    ticket = new_ticket(client, subject="Printer jam")
+    reply = client.post(comments_url(ticket), json={"body": "We are on it."}).get_json()
+    note = client.post(comments_url(ticket), json={"body": SECRET, "public": False}).get_json()
+    return ticket, reply, note
+
+
+@pytest.mark.parametrize("role", ["sales", "marketing", "viewer"])
+def test_an_internal_note_is_in_no_list_or_view_of_other_roles(app, anonymous, noted, role):
+    ticket, reply, note = noted
+    headers = bearer(app, role, AGENT_ID)
+
+    for query in ("", "?public=false", "?author_kind=agent", "?sort=-created_at"):
+        listed = anonymous.get(f"{comments_url(ticket)}{query}", headers=headers)
+        assert listed.status_code == 200
+        assert [c["id"] for c in listed.get_json()["items"]] == (
+            [] if "false" in query else [reply["id"]]
+        )
+        assert SECRET not in listed.get_data(as_text=True)
+    assert_problem(anonymous.get(f"{comments_url(ticket)}/{note['id']}", headers=headers), 404)
+    assert (
+        anonymous.get(f"{comments_url(ticket)}/{reply['id']}", headers=headers).status_code == 200
+    )
+    for url in (f"{BASE}?q=fraud", f"{BASE}/{ticket['id']}", f"{BASE}?include=csat"):
+        assert SECRET not in anonymous.get(url, headers=headers).get_data(as_text=True)
+    search = {"query": "fraud", "filter_groups": []}
+    found = anonymous.post(f"{BASE}/search", json=search, headers=headers).get_json()["items"]
+    assert found == []
+
+
+@pytest.mark.parametrize("role", ["support", "admin"])
+def test_support_and_admins_read_internal_notes(app, anonymous, noted, role):
+    ticket, reply, note = noted
+    headers = bearer(app, role, AGENT_ID)
+
+    listed = anonymous.get(comments_url(ticket), headers=headers).get_json()["items"]
+    assert [c["id"] for c in listed] == [reply["id"], note["id"]]
+    one = anonymous.get(f"{comments_url(ticket)}/{note['id']}", headers=headers).get_json()
+    assert one["body"] == SECRET and one["public"] is False
+
+
 def test_a_customer_reply_to_a_pending_ticket_resumes_it(client, db, refreshes):
     ticket = ticket_in(client, "pending")
     response = client.post(comments_url(ticket), json={"body": "Here", "author_kind": "customer"})
