@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -140,3 +141,59 @@ def consuming_worker(
     finally:
         worker.stop()
         thread.join(timeout=15)
+
+
+# Bodies every JSON write route refuses, with the status each gets.
+BAD_JSON_BODIES = [
+    (b"{broken", 400),
+    (b"\xff\xfe not utf-8", 400),
+    (b"null", 400),
+    (b"[]", 400),
+    (b'"text"', 400),
+    (b'{"surely_not_a_field": 1}', 422),
+]
+_PLACEHOLDER = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
+
+
+def write_routes(create_app: Callable[..., Any]) -> list[tuple[str, str]]:
+    """(method, rule) of every /api/ route of a service that may change something."""
+    app = create_app({"database_url": "sqlite://"})
+    routes = sorted(
+        (method, rule.rule)
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith("/api/")
+        for method in (rule.methods or set()) - {"HEAD", "OPTIONS", "GET"}
+    )
+    app.extensions["crm.db"].dispose()
+    return routes
+
+
+def route_placeholders(rule: str) -> set[str]:
+    """The names of a route's variable parts (`<uuid:contact_id>` -> contact_id)."""
+    return set(_PLACEHOLDER.findall(rule))
+
+
+def route_path(rule: str, ids: dict[str, str]) -> str:
+    """A route's path with each variable part taken from `ids`."""
+    path = _PLACEHOLDER.sub(lambda match: ids[match.group(1)], rule)
+    assert "<" not in path, f"no id for {rule}"
+    return path
+
+
+def table_snapshot(db: Any) -> dict[str, list[str]]:
+    """Every row of every table, the outbox too: the proof that nothing changed."""
+    import sqlalchemy as sa
+
+    with db.engine.connect() as connection:
+        return {
+            table.name: sorted(map(repr, connection.execute(sa.select(table))))
+            for table in db.metadata.sorted_tables
+        }
+
+
+def assert_bad_bodies_refused(client: Any, method: str, path: str) -> None:
+    """Each of BAD_JSON_BODIES gets its status as a problem+json answer."""
+    for body, status in BAD_JSON_BODIES:
+        response = client.open(path, method=method, data=body, content_type="application/json")
+        assert response.status_code == status, (path, body, response.get_data(as_text=True))
+        assert response.mimetype == "application/problem+json"

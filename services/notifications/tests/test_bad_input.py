@@ -3,7 +3,6 @@ and a refused write changes nothing: no row, no outbox event, no email queued.""
 
 from __future__ import annotations
 
-import re
 import uuid
 
 import pytest
@@ -12,43 +11,22 @@ import sqlalchemy as sa
 from services.notifications.app import create_app
 from services.notifications.models import WebhookDelivery
 from services.notifications.webhooks import on_any_event
-from shared.testing import make_event
+from shared.testing import (
+    assert_bad_bodies_refused,
+    make_event,
+    route_path,
+    route_placeholders,
+    table_snapshot,
+    write_routes,
+)
 
-PLACEHOLDER = re.compile(r"<(?:[a-z]+:)?([a-z_]+)>")
 TEMPLATE = {"name": "welcome", "subject": "Hi {{ name }}", "body_text": "Hello {{ name }}!"}
 HOOK = {"url": "https://hooks.example.com/crm", "event_types": ["deal.won"]}
 
 
-def notifications_routes() -> list[tuple[str, str]]:
-    app = create_app({"database_url": "sqlite://"})
-    routes = sorted(
-        (method, rule.rule)
-        for rule in app.url_map.iter_rules()
-        if rule.rule.startswith("/api/")
-        for method in (rule.methods or set()) - {"HEAD", "OPTIONS", "GET"}
-    )
-    app.extensions["crm.db"].dispose()
-    return routes
-
-
-WRITES = notifications_routes()
+WRITES = write_routes(create_app)
 WITH_BODY = [(m, r) for m, r in WRITES if m in ("POST", "PATCH")]
 BY_ID = [(m, r) for m, r in WRITES if "<uuid:" in r]
-
-
-def snapshot(db) -> dict[str, list[str]]:
-    """Every row of every table, the outbox and messages too: the proof nothing changed."""
-    with db.engine.connect() as connection:
-        return {
-            table.name: sorted(map(repr, connection.execute(sa.select(table))))
-            for table in db.metadata.sorted_tables
-        }
-
-
-def path_for(rule: str, ids: dict[str, str]) -> str:
-    path = PLACEHOLDER.sub(lambda match: ids[match.group(1)], rule)
-    assert "<" not in path, f"no id for {rule}"
-    return path
 
 
 @pytest.fixture
@@ -77,39 +55,24 @@ def test_every_write_route_is_swept():
     assert len(WITH_BODY) >= 7 and len(BY_ID) >= 7
     names = {"template_id", "webhook_id", "delivery_id", "reminder_id"}
     for _, rule in WRITES:
-        assert set(PLACEHOLDER.findall(rule)) <= names, rule
-
-
-BAD_BODIES = [
-    (b"{broken", 400),
-    (b"\xff\xfe not utf-8", 400),
-    (b"null", 400),
-    (b"[]", 400),
-    (b'"text"', 400),
-    (b'{"surely_not_a_field": 1}', 422),
-]
+        assert route_placeholders(rule) <= names, rule
 
 
 @pytest.mark.parametrize(("method", "rule"), WITH_BODY)
 def test_bad_bodies_are_refused_and_change_nothing(client, db, ids, method, rule):
-    before = snapshot(db)
-    for body, status in BAD_BODIES:
-        response = client.open(
-            path_for(rule, ids), method=method, data=body, content_type="application/json"
-        )
-        assert response.status_code == status, (rule, body, response.get_data(as_text=True))
-        assert response.mimetype == "application/problem+json"
-    assert snapshot(db) == before
+    before = table_snapshot(db)
+    assert_bad_bodies_refused(client, method, route_path(rule, ids))
+    assert table_snapshot(db) == before
 
 
 @pytest.mark.parametrize(("method", "rule"), BY_ID)
 def test_unknown_ids_are_404_and_change_nothing(client, db, ids, method, rule):
-    before = snapshot(db)
+    before = table_snapshot(db)
     unknown = {name: str(uuid.uuid4()) for name in ids}
-    response = client.open(path_for(rule, unknown), method=method, json={})
+    response = client.open(route_path(rule, unknown), method=method, json={})
     assert response.status_code == 404, (rule, response.get_data(as_text=True))
     assert response.mimetype == "application/problem+json"
-    assert snapshot(db) == before
+    assert table_snapshot(db) == before
 
 
 @pytest.mark.parametrize(
@@ -128,8 +91,8 @@ def test_unknown_ids_are_404_and_change_nothing(client, db, ids, method, rule):
 def test_an_invalid_write_is_a_422_naming_the_field_and_changes_nothing(
     client, db, ids, rule, body, field
 ):
-    before = snapshot(db)
+    before = table_snapshot(db)
     response = client.post(rule, json=body)
     assert response.status_code == 422, response.get_data(as_text=True)
     assert field in response.get_json()["errors"]
-    assert snapshot(db) == before
+    assert table_snapshot(db) == before
