@@ -161,8 +161,15 @@ def paginate(
     return rows, encode_cursor(sort, values)
 
 
+PAGING_PARAMETERS = ("limit", "cursor", "sort")
+
+
 def list_params() -> tuple[int, str | None]:
-    """`limit` and `cursor` from the query string."""
+    """`limit` and `cursor` from the query string; 422 when a paging parameter is repeated
+    (`?limit=&limit=500` must not be read as whichever one a route happens to take)."""
+    repeated = [name for name in PAGING_PARAMETERS if len(request.args.getlist(name)) > 1]
+    if repeated:
+        raise invalid({name: ["Give this parameter once."] for name in repeated})
     return parse_limit(request.args.get("limit")), request.args.get("cursor") or None
 
 

@@ -572,3 +572,12 @@ def test_readiness_can_require_the_broker_too(database_url, monkeypatch):
     assert answer.status_code == 503 and answer.mimetype == "application/problem+json"
     assert answer.get_json()["detail"] == "Unavailable: broker"
     assert answer.get_json()["checks"] == {"broker": "unavailable", "database": "ok"}
+
+
+@pytest.mark.parametrize("query", ["limit=&limit=500", "limit=5&limit=6", "cursor=a&cursor=b"])
+def test_a_repeated_paging_parameter_is_422_on_every_list(client, make_contact, query):
+    contact = make_contact()
+    for path in ("/api/v1/contacts", f"/api/v1/contacts/{contact['id']}/interactions"):
+        assert_problem(client.get(f"{path}?{query}"), 422)
+    for path in (f"/api/v1/contacts/{contact['id']}/notes", "/api/v1/companies"):
+        assert_problem(client.get(f"{path}?{query}"), 422)
