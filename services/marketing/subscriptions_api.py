@@ -32,6 +32,7 @@ from services.marketing.models import Subscription, SubscriptionList, new_id
 from shared.auth import current_principal, require_role
 from shared.db import take_write_lock
 from shared.events import isoformat, utcnow
+from shared.openapi import documented
 from shared.pagination import SortKey, list_params, page_answer, paginate, parse_sort
 from shared.schemas import JsonBoolean, StrictSchema
 from shared.search import words_condition
@@ -376,6 +377,9 @@ def set_subscription(session: Session, data: Mapping[str, Any]) -> tuple[Subscri
 
 
 @subscriptions_api.post(SUBSCRIPTIONS)
+@documented(
+    responses={"200": {"description": "The subscription existed: changed or the same"}},
+)
 def post_subscription() -> Any:
     """Subscribe or unsubscribe a contact (201 for a new row, else 200)."""
     writer()
