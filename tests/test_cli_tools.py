@@ -110,6 +110,13 @@ def test_outbox_status_prints_each_services_backlog(database_url, tmp_path, monk
 # --- crm seed --demo and crm contacts import, against `crm run` ----------------------------
 
 
+@pytest.fixture
+def databases() -> dict[str, str]:
+    """The `system` fixture's databases: SQLite files, as `make run` keeps them (the
+    end-to-end tests run the whole system on PostgreSQL too)."""
+    return {}
+
+
 def run_crm(base: str, *argv: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CRM_ADMIN_EMAIL": "boss@example.com"}
     env["CRM_ADMIN_PASSWORD"] = "correct horse"  # the `system` fixture's admin
@@ -137,7 +144,7 @@ def signed_in(api: str) -> requests.Session:
     return session
 
 
-@pytest.mark.xdist_group("crm-run")
+@pytest.mark.xdist_group("crm-run-sqlite")
 def test_seed_demo_twice_then_import_contacts_through_the_gateway(system, tmp_path):  # noqa: F811
     base, _tap = system
     first = run_crm(base, "seed", "--demo")
