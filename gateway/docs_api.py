@@ -132,7 +132,11 @@ def fetch_service_documents() -> tuple[dict[str, dict[str, Any]], list[str]]:
 
 def merged_document() -> dict[str, Any]:
     """The gateway's document merged with the services' that answered."""
-    documents, unavailable = fetch_service_documents()
+    return merge_with_own(*fetch_service_documents())
+
+
+def merge_with_own(documents: dict[str, dict[str, Any]], unavailable: list[str]) -> dict[str, Any]:
+    """The current app's own document merged with the services' `documents`."""
     return merge_documents(
         app_document(current_app),
         documents,

@@ -7,6 +7,7 @@ a thread, so the gateway fetches their documents over HTTP as it does in product
 from __future__ import annotations
 
 import importlib
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,9 +21,11 @@ from werkzeug.serving import make_server
 from gateway.app import create_app
 from gateway.docs_api import CACHE_SECONDS, INCOMPLETE_CACHE_SECONDS, DocumentCache
 from gateway.openapi_merge import merge_documents, owner_of
+from gateway.openapi_offline import offline_document
 from gateway.proxy import ROUTES
 from gateway.tests.conftest import close_app, gateway_config
 from gateway.tests.fake_services import SERVICES, closed_port
+from shared.cli import service_apps
 from shared.openapi import app_document, documented_rules, openapi_path, rule_methods
 
 
@@ -117,6 +120,12 @@ def test_security_is_the_gateways(gateway: Flask) -> None:
     assert paths["/api/v1/unsubscribe/{token}"]["get"]["security"] == []
     assert "security" not in paths["/api/v1/contacts"]["post"]
     assert "security" not in paths["/api/v1/users"]["get"]
+
+
+def test_the_offline_document_is_the_one_the_running_gateway_serves(gateway: Flask) -> None:
+    served = gateway.test_client().get("/api/v1/openapi.json").get_json()
+    built = offline_document(service_apps())
+    assert json.dumps(built, sort_keys=True) == json.dumps(served, sort_keys=True)
 
 
 def test_a_stopped_service_is_named_and_the_rest_still_validates(

@@ -119,3 +119,21 @@ def test_crm_gateway_api_binds_the_public_and_the_internal_address(monkeypatch, 
         "gateway.app:create_app()",
     ]
     assert contacts[-3:] == ["--bind", "0.0.0.0:8000", "services.contacts.app:create_app()"]
+
+
+def test_crm_openapi_writes_one_stable_document_and_leaves_no_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CRM_DATA_DIR", str(tmp_path / "var"))
+    for output in ("first.json", "second.json"):
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["openapi", "--output", output])
+        assert exit_.value.code == 0
+    with pytest.raises(SystemExit):
+        cli.main(["openapi"])
+    first = (tmp_path / "first.json").read_bytes()
+    assert first == (tmp_path / "second.json").read_bytes()
+    assert capsys.readouterr().out.encode() == first
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["first.json", "second.json"]
+    document = json.loads(first)
+    assert document["x-unavailable"] == []
+    assert "/api/v1/contacts" in document["paths"] and "/api/v1/users" in document["paths"]
