@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import swagger_ui_bundle
+import flask_swagger_ui
 from flask import Blueprint, Flask, Response, current_app, jsonify, send_from_directory
 
 from gateway.breaker import BREAKERS
@@ -39,10 +39,11 @@ _PUBLIC_PREFIXES = "gateway.public_prefixes"
 # The gateway's own paths in the public document: its API, health and this page (not
 # /ready and /metrics: they answer only on the internal listener).
 OWN_PREFIXES = ("/api/", "/health", "/docs")
-# Swagger UI from its pinned package (swagger-ui-bundle), served here: the page loads
-# nothing from another host and works offline.
-SWAGGER_UI_DIR = Path(swagger_ui_bundle.swagger_ui_path)
-SWAGGER_UI_VERSION = SWAGGER_UI_DIR.name.removeprefix("swagger-ui-")
+# Swagger UI 5 (it reads OpenAPI 3.1, which 4 does not) from its pinned package
+# (flask-swagger-ui ships its dist files; only those are used), served here: the page
+# loads nothing from another host and works offline.
+SWAGGER_UI_DIR = Path(flask_swagger_ui.__file__).resolve().parent / "dist"
+SWAGGER_UI_VERSION = (SWAGGER_UI_DIR / "VERSION").read_text().strip().removeprefix("v")
 OWN_STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATIC_PATH = "/docs/static"
 # The files the page loads, and nothing else of the package: name -> (directory, type).

@@ -11,8 +11,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-import swagger_ui_bundle
 from flask.testing import FlaskClient
+
+from gateway.docs_api import SWAGGER_UI_DIR
 
 TYPES = {".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
 
@@ -80,7 +81,7 @@ def test_every_file_the_page_loads_is_served_here_with_its_type(client):
 
 
 def test_swagger_ui_is_the_pinned_packages_own_file(client):
-    bundle = Path(swagger_ui_bundle.swagger_ui_path) / "swagger-ui-bundle.js"
+    bundle = SWAGGER_UI_DIR / "swagger-ui-bundle.js"
     [url] = [url for _tag, url in page_links(client) if "swagger-ui-bundle.js" in url]
 
     assert client.get(url).data == bundle.read_bytes()
@@ -118,3 +119,13 @@ def test_nothing_else_of_the_package_or_the_gateway_is_served(client, path):
 def test_no_path_leaves_the_static_directory(client):
     for path in ("/docs/static/..%2fdocs_api.py", "/docs/static/%2e%2e/app.py"):
         assert client.get(path).status_code == 400, path
+
+
+def test_the_swagger_ui_served_reads_the_documents_openapi_version():
+    # Swagger UI 4 refuses an OpenAPI 3.1 document ("does not specify a valid version
+    # field"): the page loads and shows nothing but that. 5.0 reads 3.1.
+    from gateway.docs_api import SWAGGER_UI_VERSION
+    from shared.openapi import OPENAPI_VERSION
+
+    if OPENAPI_VERSION.startswith("3.1"):
+        assert int(SWAGGER_UI_VERSION.split(".")[0]) >= 5, SWAGGER_UI_VERSION
