@@ -18,6 +18,8 @@ MAX_PASSWORD_LENGTH = 1024
 _password = validate.Length(min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH)
 _name = validate.Length(max=200)
 _role = validate.OneOf(ROLES)
+# Where the refresh token travels: in bodies (API clients) or in an HttpOnly cookie (web app).
+SESSION_MODES = ("body", "cookie")
 
 
 class UtcTimestamp(fields.Field):
@@ -36,6 +38,14 @@ class TokenRequestSchema(Schema):
     email = fields.String(required=True, validate=validate.Length(min=1, max=320))
     password = fields.String(
         required=True, validate=validate.Length(min=1, max=MAX_PASSWORD_LENGTH)
+    )
+    session = fields.String(
+        load_default="body",
+        validate=validate.OneOf(SESSION_MODES),
+        metadata={
+            "description": "`body` (default): the refresh token in the answer. `cookie` (the "
+            "web app): the refresh token only in an HttpOnly cookie, never in the body."
+        },
     )
 
 
@@ -91,12 +101,15 @@ class UserSchema(Schema):
 
 
 class RefreshRequestSchema(Schema):
-    """`POST /auth/refresh` and `POST /auth/logout`: the refresh token."""
+    """`POST /auth/refresh` and `POST /auth/logout`: the refresh token, unless in the cookie."""
 
     class Meta:
         unknown = RAISE
 
-    refresh_token = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    refresh_token = fields.String(
+        validate=validate.Length(min=1, max=200),
+        metadata={"description": "Leave out (or send no body) in cookie mode."},
+    )
 
 
 class ApiKeyCreateSchema(Schema):
