@@ -143,6 +143,21 @@ def consuming_worker(
         thread.join(timeout=15)
 
 
+@contextlib.contextmanager
+def service_worker_on_new_database(
+    settings: Any, make_database: Callable[[Any], Any], handlers: Callable[[Any], dict[str, Any]]
+) -> Iterator[tuple[Any, Any]]:
+    """A service's consumer as deployed (`handlers(settings)`) on a real queue and a fresh
+    database of its own: (settings, database); stopped and disposed after."""
+    database = make_database(settings)
+    database.create_all()
+    try:
+        with consuming_worker(settings, database, handlers(settings)):
+            yield settings, database
+    finally:
+        database.dispose()
+
+
 # Bodies every JSON write route refuses, with the status each gets.
 BAD_JSON_BODIES = [
     (b"{broken", 400),

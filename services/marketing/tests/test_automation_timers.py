@@ -29,7 +29,7 @@ from services.marketing.tests.automation_helpers import (
 )
 from shared.deadletters import list_dead_letters, publish_raw
 from shared.events import isoformat, utcnow
-from shared.testing import consuming_worker, make_event, wait_until
+from shared.testing import make_event, service_worker_on_new_database, wait_until
 
 
 @pytest.fixture
@@ -168,11 +168,8 @@ def test_a_disabled_inactivity_rule_fires_nothing(app, client, db, settings):
 @pytest.fixture
 def running_worker(make_settings, database_url):
     settings = make_settings("marketing", database_url=database_url)
-    database = make_database(settings)
-    database.create_all()
-    with consuming_worker(settings, database, handlers(settings)):
-        yield settings, database
-    database.dispose()
+    with service_worker_on_new_database(settings, make_database, handlers) as running:
+        yield running
 
 
 def test_through_the_broker_a_redelivered_event_fires_once_and_poison_is_dead_lettered(

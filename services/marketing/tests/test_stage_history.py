@@ -16,7 +16,13 @@ from services.marketing.handlers import handlers
 from services.marketing.models import ContactStage
 from shared.bus import PermanentError
 from shared.deadletters import list_dead_letters, publish_raw
-from shared.testing import consuming_worker, handle_event, make_event, row_counts, wait_until
+from shared.testing import (
+    handle_event,
+    make_event,
+    row_counts,
+    service_worker_on_new_database,
+    wait_until,
+)
 
 ADA = "00000000-0000-4000-8000-00000000ada0"
 GRACE = "00000000-0000-4000-8000-00000000a0ac"
@@ -172,11 +178,8 @@ def test_the_history_part_refuses_a_malformed_event_on_its_own(app, db):
 @pytest.fixture
 def running_worker(make_settings, database_url):
     settings = make_settings("marketing", database_url=database_url)
-    database = make_database(settings)
-    database.create_all()
-    with consuming_worker(settings, database, handlers(settings)):
-        yield settings, database
-    database.dispose()
+    with service_worker_on_new_database(settings, make_database, handlers) as running:
+        yield running
 
 
 def test_published_events_build_the_history_once_and_poison_is_dead_lettered(running_worker):

@@ -16,7 +16,12 @@ from services.notifications.handlers import handlers
 from services.notifications.models import ContactAddress, Message, PendingEvent
 from shared.deadletters import publish_raw
 from shared.events import utcnow
-from shared.testing import consuming_worker, handle_event, make_event, wait_until
+from shared.testing import (
+    handle_event,
+    make_event,
+    service_worker_on_new_database,
+    wait_until,
+)
 
 CONTACT = "00000000-0000-4000-8000-0000000000c2"
 
@@ -152,11 +157,8 @@ def test_a_deleted_users_waiting_events_go_with_them(apply, db):
 def running_worker(make_settings, database_url) -> Iterator[tuple[Any, Any]]:
     """The notifications consumer as deployed (every handler) on a real queue."""
     settings = make_settings("notifications", database_url=database_url)
-    database = make_database(settings)
-    database.create_all()
-    with consuming_worker(settings, database, handlers(settings)):
-        yield settings, database
-    database.dispose()
+    with service_worker_on_new_database(settings, make_database, handlers) as running:
+        yield running
 
 
 def test_ticket_created_before_contact_created_still_acknowledges_once(running_worker):
